@@ -1,0 +1,41 @@
+# store-migrate: every target sets up what it needs (a virtual environment in .venv).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo backfill verify rollback lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+demo: install
+	bash examples/demo.sh
+
+backfill: install
+	scripts/run-rust-ownership-backfill.sh
+
+verify: install
+	@test -n "$(MANIFEST)" || { echo "usage: make verify MANIFEST=<manifest-path>" >&2; exit 2; }
+	scripts/verify-rust-ownership-backfill.sh "$(MANIFEST)"
+
+rollback: install
+	@test -n "$(MANIFEST)" || { echo "usage: make rollback MANIFEST=<manifest-path>" >&2; exit 2; }
+	scripts/rollback-rust-ownership-backfill.sh "$(MANIFEST)"
+
+lint: install
+	$(BIN)/ruff check store_migrate tests
+	$(BIN)/mypy store_migrate
+	bash -n scripts/*.sh
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,519 @@
+"""The commands: run, verify, rollback. One function each; they print nothing and exit nothing.
+
+Each takes plain arguments, does the work through the library modules and returns a result the
+CLI turns into the drop-in stdout lines. Operator mistakes and refusals raise StoreMigrateError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import structlog
+
+from . import __version__, durable, jsonio, manifest, transform
+from .config import Settings
+from .errors import (
+    ConcurrentWrite,
+    RollbackRefused,
+    RunFailed,
+    StoreMigrateError,
+    StoreRefused,
+)
+from .lock import locked
+from .logs import timed
+from .manifest import COMPLETE, PENDING, REVERTED, Manifest, StoreEntry
+from .stores import StoreKind, store_kind
+
+log = structlog.get_logger("store_migrate")
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y%m%dT%H%M%SZ")
+
+
+def _read_store(store: str, path: str) -> durable.Snapshot | None:
+    """The store's bytes, or None when it does not exist; a clear error for anything else."""
+    try:
+        return durable.read_snapshot(path)
+    except IsADirectoryError:
+        raise StoreRefused(path, "it is not a regular file") from None
+    except PermissionError as exc:
+        raise StoreMigrateError(f"[{store}] cannot read {path}: {exc.strerror}") from None
+
+
+# --------------------------------------------------------------------------------------- run
+
+
+@dataclass
+class PreparedStore:
+    """One store read, transformed and encoded, not yet written anywhere."""
+
+    kind: StoreKind
+    path: str
+    target: str
+    """Where bytes are written: `path` with symlinks resolved (a link stays a link)."""
+    before: durable.Snapshot | None
+    after: bytes
+    after_sha256: str
+    counts: dict[str, int]
+    result: transform.TransformResult
+
+    @property
+    def changed(self) -> bool:
+        return self.before is None or self.before.sha256 != self.after_sha256
+
+
+@dataclass
+class RunResult:
+    manifest_path: str
+    backup_dir: str
+    manifest: Manifest
+    stores: list[PreparedStore] = field(default_factory=list)
+
+
+def prepare(kind: StoreKind, path: str, *, allow_empty: bool = False) -> PreparedStore:
+    """Read, parse, transform and encode one store. Raises StoreRefused; writes nothing."""
+    target = os.path.realpath(path)
+    with timed() as clock:
+        before = _read_store(kind.name, target)
+    if before is None:
+        value: object = {}
+    elif not before.data and allow_empty:
+        value = {}
+    elif not before.data:
+        raise StoreRefused(path, "the file is empty", position=None)
+    else:
+        try:
+            value = jsonio.decode(before.data)
+        except jsonio.JsonError as exc:
+            log.warning("store.refused", store=kind.name, path=path, reason=exc.reason)
+            raise StoreRefused(path, exc.reason, position=exc.position(before.data)) from None
+    log.info(
+        "store.read", store=kind.name, path=path, existed=before is not None,
+        bytes=0 if before is None else len(before.data),
+        sha256=None if before is None else before.sha256, **clock,
+    )
+    with timed() as clock:
+        try:
+            result = transform.backfill(kind, value)
+        except transform.ShapeRefusal as exc:
+            log.warning("store.refused", store=kind.name, path=path, reason=exc.reason)
+            raise StoreRefused(path, exc.reason, position=exc.pointer) from None
+        after = jsonio.encode(result.value)
+        if jsonio.nesting_too_deep(after):
+            raise StoreRefused(path, f"nesting too deep to parse ({jsonio.MAX_DEPTH} levels or more)")
+        after_sha256 = hashlib.sha256(after).hexdigest()
+        counts = transform.counts(kind, result.value)
+    prepared = PreparedStore(kind, path, target, before, after, after_sha256, counts, result)
+    log.info(
+        "store.transformed", store=kind.name, path=path, changed=prepared.changed,
+        added_keys=result.added_keys, replaced_keys=result.replaced_keys,
+        counters={c.name: c.after for c in result.counters}, counts=counts,
+        bytes=len(after), sha256=after_sha256, **clock,
+    )
+    return prepared
+
+
+def _reserve_stamp(settings: Settings, clock: Clock) -> tuple[datetime, str]:
+    """A timestamp no other run in this work directory has, and its new backup directory.
+
+    Names sort by time, so two runs in the same second cannot share one: the second waits for
+    the next second. The backup directory is created exclusively, which is the reservation.
+    """
+    durable.ensure_dir(settings.manifests_dir)
+    durable.ensure_dir(settings.backups_root)
+    while True:
+        moment = clock()
+        stamp = _stamp(moment)
+        taken = os.path.exists(os.path.join(settings.manifests_dir, f"{stamp}.json"))
+        backup_dir = os.path.join(settings.backups_root, stamp)
+        if not taken and durable.make_new_dir(backup_dir):
+            return moment, backup_dir
+        time.sleep(max(0.01, 1 - moment.microsecond / 1e6))
+
+
+def _write_backup(prepared: PreparedStore, stamp: str, backup_dir: str) -> str | None:
+    before = prepared.before
+    if before is None:
+        return None
+    path = os.path.join(backup_dir, f"{prepared.kind.name}-{stamp}-{before.sha256[:12]}.bak.json")
+    with timed() as clock:
+        durable.create_new(path, before.data)
+        written, size = durable.hash_file(path)
+    if written != before.sha256:
+        raise RunFailed(
+            f"[{prepared.kind.name}] backup {path} reads back with sha256 {written}, "
+            f"expected {before.sha256}; no store was changed",
+            hint="check the disk holding WORK_DIR",
+        )
+    log.info("backup.written", store=prepared.kind.name, path=path, bytes=size, sha256=written, **clock)
+    return path
+
+
+def _replace(prepared: PreparedStore) -> durable.FileIdentity | None:
+    """Replace one store with its new bytes, unless it changed since it was read."""
+    expected = None if prepared.before is None else prepared.before.identity
+    if durable.identity(prepared.target) != expected:
+        raise ConcurrentWrite(
+            f"[{prepared.kind.name}] {prepared.path} changed on disk while the run worked "
+            "(is the service still writing it?)",
+            hint="stop the service's writers or wait, then rerun; the newer data was kept",
+        )
+    before = prepared.before
+    with timed() as clock:
+        if before is None:
+            durable.ensure_dir(os.path.dirname(prepared.target))
+            durable.atomic_replace(prepared.target, prepared.after)
+        else:
+            owner = (before.uid, before.gid) if (before.uid, before.gid) != (os.geteuid(), os.getegid()) else None
+            durable.atomic_replace(prepared.target, prepared.after, mode=before.mode, owner=owner)
+    log.info(
+        "store.replaced", store=prepared.kind.name, path=prepared.path,
+        bytes=len(prepared.after), sha256=prepared.after_sha256, **clock,
+    )
+    return durable.identity(prepared.target)
+
+
+def _put_back(replaced: list[tuple[PreparedStore, durable.FileIdentity | None]]) -> list[str]:
+    """Return replaced stores to their old bytes; the list of what could not be put back."""
+    failures = []
+    for prepared, ours in reversed(replaced):
+        try:
+            if durable.identity(prepared.target) != ours:
+                failures.append(f"{prepared.path} (changed again since this run replaced it)")
+                continue
+            if prepared.before is None:
+                durable.remove(prepared.target)
+            else:
+                durable.atomic_replace(prepared.target, prepared.before.data, mode=prepared.before.mode)
+            log.info("store.put_back", store=prepared.kind.name, path=prepared.path)
+        except OSError as exc:
+            failures.append(f"{prepared.path} ({exc.strerror})")
+    return failures
+
+
+def run(
+    settings: Settings,
+    *,
+    allow_empty: bool = False,
+    lock_timeout: float = 30.0,
+    clock: Clock = _utc_now,
+) -> RunResult:
+    """Backfill every store: prepare all, back up all, write a pending manifest, replace, complete."""
+    kinds_paths = [(store_kind(s.kind), s.path) for s in settings.stores]
+    with locked([path for _, path in kinds_paths], lock_timeout):
+        for _, path in kinds_paths:
+            for leftover in durable.remove_leftover_temps(os.path.realpath(path)):
+                log.warning("temp.removed", path=leftover)
+        prepared = [prepare(kind, path, allow_empty=allow_empty) for kind, path in kinds_paths]
+        moment, backup_dir = _reserve_stamp(settings, clock)
+        stamp = _stamp(moment)
+        entries = [
+            StoreEntry(
+                store=p.kind.name,
+                path=p.path,
+                existed=p.before is not None,
+                backup_path=_write_backup(p, stamp, backup_dir),
+                before_sha256=None if p.before is None else p.before.sha256,
+                after_sha256=p.after_sha256,
+                changed=p.changed,
+                counts=p.counts,
+            )
+            for p in prepared
+        ]
+        record = Manifest(
+            generated_at=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            stores=entries,
+            status=PENDING,
+            tool_version=__version__,
+            transform_version=transform.TRANSFORM_VERSION,
+            backup_dir=backup_dir,
+        )
+        manifest_path = os.path.join(settings.manifests_dir, f"{stamp}.json")
+        durable.create_new(manifest_path, record.to_bytes())
+        log.info("manifest.written", path=manifest_path, status=PENDING)
+        replaced: list[tuple[PreparedStore, durable.FileIdentity | None]] = []
+        try:
+            for p in prepared:
+                if p.changed:
+                    replaced.append((p, _replace(p)))
+                else:
+                    log.info("store.unchanged", store=p.kind.name, path=p.path, sha256=p.after_sha256)
+        except (OSError, StoreMigrateError) as exc:
+            raise _fail(record, manifest_path, replaced, exc) from exc
+        record.status = COMPLETE
+        durable.atomic_replace(manifest_path, record.to_bytes())
+        log.info("manifest.written", path=manifest_path, status=COMPLETE)
+    return RunResult(manifest_path, backup_dir, record, prepared)
+
+
+def _fail(
+    record: Manifest,
+    manifest_path: str,
+    replaced: list[tuple[PreparedStore, durable.FileIdentity | None]],
+    exc: Exception,
+) -> StoreMigrateError:
+    """Undo a run that failed part-way and describe what happened."""
+    cause = str(exc) if isinstance(exc, StoreMigrateError) else f"{exc.strerror or exc}: {getattr(exc, 'filename', '')}"
+    failures = _put_back(replaced)
+    if failures:
+        log.error("run.failed", manifest=manifest_path, cause=cause, not_put_back=failures)
+        return RunFailed(
+            f"run failed: {cause}; could not put back: {'; '.join(failures)}",
+            hint=f"run the rollback with manifest {manifest_path}",
+        )
+    record.status = REVERTED
+    try:
+        durable.atomic_replace(manifest_path, record.to_bytes())
+    except OSError as write_error:
+        log.error("manifest.not_updated", path=manifest_path, error=str(write_error))
+    log.error("run.failed", manifest=manifest_path, cause=cause, put_back=[p.path for p, _ in replaced])
+    if isinstance(exc, ConcurrentWrite):
+        exc.message += f"; stores this run had replaced were put back (manifest {manifest_path})"
+        return exc
+    return RunFailed(
+        f"run failed: {cause}; every store holds its pre-run bytes again",
+        hint=f"manifest {manifest_path} is marked reverted; fix the cause and rerun",
+    )
+
+
+# ------------------------------------------------------------------------------------ verify
+
+
+@dataclass
+class StoreCheck:
+    store: str
+    path: str
+    problems: list[str] = field(default_factory=list)
+    """Each problem is one message; continuation lines start with two spaces."""
+
+
+@dataclass
+class VerifyResult:
+    manifest: Manifest
+    problems: list[str]
+    """Problems with the manifest itself (for example a run that did not complete)."""
+    stores: list[StoreCheck]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not any(s.problems for s in self.stores)
+
+
+def _sha_problem(what: str, expected: str | None, actual: str) -> str:
+    return f"{what}\n  expected: {expected}\n  actual:   {actual}"
+
+
+def verify(manifest_path: str) -> VerifyResult:
+    """Check every store of a manifest: checksum, shape, counts and its backup. Reports all."""
+    record = manifest.load(manifest_path)
+    problems = []
+    if not record.complete:
+        problems.append(
+            f"manifest {manifest_path} is {record.status}: the run that wrote it did not complete"
+            + (" and put every store back" if record.status == REVERTED else "")
+        )
+    return VerifyResult(record, problems, [_verify_store(entry) for entry in record.stores])
+
+
+def _verify_store(entry: StoreEntry) -> StoreCheck:
+    check = StoreCheck(entry.store, entry.path)
+    kind = store_kind(entry.store)
+    with timed() as clock:
+        live = _read_store(entry.store, entry.path)
+    if live is None:
+        check.problems.append(f"store file missing: {entry.path}")
+    elif live.sha256 != entry.after_sha256:
+        check.problems.append(_sha_problem("sha mismatch", entry.after_sha256, live.sha256))
+    if live is not None:
+        try:
+            value = jsonio.decode(live.data)
+        except jsonio.JsonError as exc:
+            where = exc.position(live.data)
+            check.problems.append(f"does not parse: {exc.reason}" + (f" at {where}" if where else ""))
+        else:
+            check.problems.extend(f"shape: {p}" for p in transform.shape_problems(kind, value))
+            if isinstance(value, dict):
+                actual = transform.counts(kind, value)
+                for name in sorted(set(actual) | set(entry.counts)):
+                    if actual.get(name) != entry.counts.get(name):
+                        check.problems.append(
+                            f"count {name}: manifest has {entry.counts.get(name)}, file has {actual.get(name)}"
+                        )
+    if entry.existed:
+        check.problems.extend(_backup_problems(entry))
+    log.info(
+        "store.verified", store=entry.store, path=entry.path, ok=not check.problems,
+        problems=len(check.problems), sha256=None if live is None else live.sha256,
+        bytes=None if live is None else len(live.data), **clock,
+    )
+    return check
+
+
+def _backup_problems(entry: StoreEntry) -> list[str]:
+    assert entry.backup_path is not None
+    try:
+        digest, _ = durable.hash_file(entry.backup_path)
+    except FileNotFoundError:
+        return [f"backup missing: {entry.backup_path}"]
+    except OSError as exc:
+        return [f"backup unreadable: {entry.backup_path} ({exc.strerror})"]
+    if digest != entry.before_sha256:
+        return [_sha_problem(f"backup sha mismatch: {entry.backup_path}", entry.before_sha256, digest)]
+    return []
+
+
+# ---------------------------------------------------------------------------------- rollback
+
+
+@dataclass
+class RollbackAction:
+    store: str
+    path: str
+    action: str
+    """`restored`, `removed` or `skipped`: also the word the CLI prints."""
+    reason: str = ""
+    backup: durable.Snapshot | None = None
+    live: durable.Snapshot | None = None
+    forced: bool = False
+    """The live file matched neither hash and --force was given: keep a copy first."""
+    kept_as: str | None = None
+    """Where a drifted live file was kept before a forced rollback replaced or removed it."""
+
+
+@dataclass
+class RollbackResult:
+    manifest: Manifest
+    actions: list[RollbackAction]
+
+
+def _read_backup(entry: StoreEntry) -> tuple[durable.Snapshot | None, str | None]:
+    assert entry.backup_path is not None
+    try:
+        backup = durable.read_snapshot(entry.backup_path)
+    except OSError as exc:
+        return None, f"[{entry.store}] backup unreadable: {entry.backup_path} ({exc.strerror})"
+    if backup is None:
+        return None, f"[{entry.store}] backup missing: {entry.backup_path}"
+    if backup.sha256 != entry.before_sha256:
+        return None, f"[{entry.store}] backup sha mismatch: {entry.backup_path} (expected {entry.before_sha256}, actual {backup.sha256})"
+    return backup, None
+
+
+def _plan(entry: StoreEntry, force: bool) -> tuple[RollbackAction, str | None]:
+    """What rollback would do for one store, or why it must not."""
+    live = _read_store(entry.store, os.path.realpath(entry.path))
+    action = RollbackAction(entry.store, entry.path, "skipped", live=live)
+    drift = live is not None and live.sha256 not in (entry.after_sha256, entry.before_sha256)
+    if entry.existed:
+        action.backup, problem = _read_backup(entry)
+        if problem:
+            return action, problem
+        if live is not None and live.sha256 == entry.before_sha256:
+            action.reason = "already at before_sha256"
+        else:
+            action.action = "restored"
+            action.reason = "file missing" if live is None else ""
+    elif live is None:
+        action.reason = "already absent"
+    else:
+        action.action = "removed"
+    if drift and not force:
+        assert live is not None
+        return action, (
+            f"[{entry.store}] {entry.path} was written after the migration: its sha256 {live.sha256} "
+            "matches neither after_sha256 nor before_sha256 (is the service live?); "
+            "rerun with --force to keep a copy of it and roll back anyway"
+        )
+    if drift:
+        action.forced = True
+    return action, None
+
+
+def _keep_drifted(action: RollbackAction, directory: str, stamp: str) -> None:
+    assert action.live is not None
+    kept = os.path.join(directory, f"{action.store}-{stamp}-{action.live.sha256[:12]}.pre-rollback.json")
+    durable.ensure_dir(directory)
+    if not os.path.exists(kept):
+        durable.create_new(kept, action.live.data)
+    digest, _ = durable.hash_file(kept)
+    if digest != action.live.sha256:
+        raise RollbackRefused(f"[{action.store}] copy {kept} of the newer file does not read back intact")
+    action.kept_as = kept
+    log.warning("store.kept_before_rollback", store=action.store, path=action.path, kept_as=kept, sha256=digest)
+
+
+def _pre_rollback_dir(record: Manifest, manifest_path: str) -> str:
+    if record.backup_dir:
+        return record.backup_dir
+    for entry in record.stores:
+        if entry.backup_path:
+            return os.path.dirname(entry.backup_path)
+    manifests_dir = os.path.dirname(os.path.abspath(manifest_path))
+    stem = os.path.splitext(os.path.basename(manifest_path))[0]
+    return os.path.join(os.path.dirname(manifests_dir), "backups", stem)
+
+
+def rollback(
+    manifest_path: str,
+    *,
+    force: bool = False,
+    lock_timeout: float = 30.0,
+    clock: Clock = _utc_now,
+) -> RollbackResult:
+    """Return every store of a manifest to its before_sha256 state; check all before changing any."""
+    record = manifest.load(manifest_path)
+    with locked([e.path for e in record.stores], lock_timeout):
+        planned = [_plan(entry, force) for entry in record.stores]
+        refusals = [problem for _, problem in planned if problem]
+        if refusals:
+            for problem in refusals:
+                log.error("rollback.refused", reason=problem)
+            raise RollbackRefused("rollback refused, nothing was changed:\n  " + "\n  ".join(refusals))
+        actions = [action for action, _ in planned]
+        stamp = _stamp(clock())
+        for action in actions:
+            _apply(action, record, manifest_path, stamp)
+    return RollbackResult(record, actions)
+
+
+def _apply(action: RollbackAction, record: Manifest, manifest_path: str, stamp: str) -> None:
+    if action.action == "skipped":
+        log.info("store.skipped", store=action.store, path=action.path, reason=action.reason)
+        return
+    target = os.path.realpath(action.path)
+    expected = None if action.live is None else action.live.identity
+    if durable.identity(target) != expected:
+        raise ConcurrentWrite(
+            f"[{action.store}] {action.path} changed on disk during the rollback",
+            hint="stop the service's writers, then rerun the rollback (it is safe to rerun)",
+        )
+    if action.forced:
+        _keep_drifted(action, _pre_rollback_dir(record, manifest_path), stamp)
+    with timed() as clock:
+        if action.action == "removed":
+            durable.remove(target)
+        else:
+            assert action.backup is not None
+            live = action.live
+            mode = live.mode if live is not None else durable.FILE_MODE
+            owner = None
+            if live is not None and (live.uid, live.gid) != (os.geteuid(), os.getegid()):
+                owner = (live.uid, live.gid)
+            if live is None:
+                durable.ensure_dir(os.path.dirname(target))
+            durable.atomic_replace(target, action.backup.data, mode=mode, owner=owner)
+    log.info(
+        f"store.{action.action}", store=action.store, path=action.path,
+        sha256=None if action.backup is None else action.backup.sha256, **clock,
+    )

@@ -1,0 +1,82 @@
+"""One exception family. Each error carries a message written for an operator and an exit code.
+
+Nothing below the CLI prints or exits: commands raise these, the CLI prints `error: <message>`
+and exits with `exit_code`.
+"""
+
+from __future__ import annotations
+
+
+class StoreMigrateError(Exception):
+    """Base of every error an operator can see. `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if self.hint is None else f"{self.message} ({self.hint})"
+
+
+class SchemaFileError(StoreMigrateError):
+    """A file in schemas/ is missing or does not say what the tool needs (a packaging fault)."""
+
+
+class StoreRefused(StoreMigrateError):
+    """A store cannot be migrated without losing data: nothing was written."""
+
+    def __init__(self, path: str, reason: str, *, position: str | None = None) -> None:
+        where = f" at {position}" if position else ""
+        super().__init__(
+            f"refusing to migrate {path}: {reason}{where}",
+            hint="the file was left untouched; fix or restore it, then rerun",
+        )
+        self.path = path
+        self.reason = reason
+        self.position = position
+
+
+class ManifestNotFound(StoreMigrateError):
+    def __init__(self, path: str) -> None:
+        super().__init__(f"manifest not found: {path}")
+        self.path = path
+
+
+class ManifestInvalid(StoreMigrateError):
+    """A manifest that does not parse, fails its schema, or contradicts itself."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(
+            f"manifest {path} is not usable: {reason}",
+            hint="nothing was changed; use an unedited manifest written by a backfill run",
+        )
+        self.path = path
+
+
+class LockTimeout(StoreMigrateError):
+    def __init__(self, lock_path: str, store_path: str, holder: str, waited: float) -> None:
+        super().__init__(
+            f"store {store_path} is locked by {holder} (lock file {lock_path}); "
+            f"gave up after {waited:g}s",
+            hint="wait for that run or rollback to finish, or raise --lock-timeout",
+        )
+        self.lock_path = lock_path
+
+
+class ConcurrentWrite(StoreMigrateError):
+    """A store changed on disk between being read and being replaced."""
+
+
+class RunFailed(StoreMigrateError):
+    """A run failed part-way; the message says what was put back."""
+
+
+class RollbackRefused(StoreMigrateError):
+    """Rollback checked the stores and backups and found it cannot proceed safely."""
+
+
+class ConfigError(StoreMigrateError):
+    """The environment or options name paths that cannot be used."""
