@@ -46,7 +46,9 @@ def _read_store(store: str, path: str) -> durable.Snapshot | None:
     try:
         return durable.read_snapshot(path)
     except IsADirectoryError:
-        raise StoreRefused(path, "it is not a regular file") from None
+        raise StoreMigrateError(
+            f"[{store}] {path} is not a regular file", hint="point the store variable at the store's JSON file"
+        ) from None
     except PermissionError as exc:
         raise StoreMigrateError(f"[{store}] cannot read {path}: {exc.strerror}") from None
 
@@ -330,7 +332,11 @@ def _verify_store(entry: StoreEntry) -> StoreCheck:
     check = StoreCheck(entry.store, entry.path)
     kind = store_kind(entry.store)
     with timed() as clock:
-        live = _read_store(entry.store, entry.path)
+        try:
+            live = _read_store(entry.store, entry.path)
+        except StoreMigrateError as exc:
+            check.problems.append(exc.message)
+            return check
     if live is None:
         check.problems.append(f"store file missing: {entry.path}")
     elif live.sha256 != entry.after_sha256:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, ValidationError
 
 from . import jsonio
 from .errors import ManifestInvalid, ManifestNotFound
@@ -97,6 +97,13 @@ def _pointer(path: Any) -> str:
     return text
 
 
+def _short(error: ValidationError) -> str:
+    """The schema error in one short phrase (jsonschema's own message can quote a whole entry)."""
+    if len(error.message) <= 160:
+        return error.message
+    return f"fails the schema's {error.validator!r} rule ({error.validator_value!r})"
+
+
 def load(path: str) -> Manifest:
     """Read and check a manifest. Relative store and backup paths resolve against the cwd."""
     try:
@@ -114,7 +121,7 @@ def load(path: str) -> Manifest:
         raise ManifestInvalid(path, f"not valid JSON: {exc.reason}" + (f" at {where}" if where else "")) from None
     errors = sorted(_schema_validator().iter_errors(document), key=lambda e: list(e.absolute_path))
     if errors:
-        detail = "; ".join(f"{_pointer(e.absolute_path)}: {e.message}" for e in errors[:5])
+        detail = "; ".join(f"{_pointer(e.absolute_path)}: {_short(e)}" for e in errors[:5])
         raise ManifestInvalid(path, f"it does not match the manifest schema: {detail}")
     try:
         datetime.fromisoformat(document["generated_at"])

@@ -1,0 +1,173 @@
+"""The backfill through the drop-in wrapper and `store-migrate run`: files, manifest, backups."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+
+from conftest import RUN, STORE_FILES, Stores, load_json, log_events, sha256
+
+STAMP = r"\d{8}T\d{6}Z"
+
+
+def test_wrapper_prints_the_drop_in_lines_and_writes_the_manifest(stores: Stores) -> None:
+    stores.write_samples()
+    before = stores.hashes()
+    done = stores.call(RUN, check=0)
+    manifest = stores.newest_manifest()
+    backups = stores.work / "backups" / manifest.stem
+    assert done.stdout.splitlines() == [
+        f"rust-store-migrate: wrote manifest to {manifest}",
+        f"[rust-store-backfill] manifest: {manifest}",
+        f"[rust-store-backfill] backups: {backups}",
+    ]
+    assert re.fullmatch(STAMP, manifest.stem)
+    document = load_json(manifest)
+    assert document["schema"] == "openagents.rust_store_migration.v1"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", document["generated_at"])
+    assert document["status"] == "complete"
+    assert [e["store"] for e in document["stores"]] == ["auth", "codex_threads", "domain"]
+    for entry in document["stores"]:
+        path = stores.paths[entry["store"]]
+        assert entry["path"] == str(path) and os.path.isabs(entry["backup_path"])
+        assert entry["existed"] is True and entry["changed"] is True
+        assert entry["before_sha256"] == before[entry["store"]]
+        assert entry["after_sha256"] == sha256(path)
+        backup = Path(entry["backup_path"])
+        assert backup.parent == backups
+        assert backup.name == f"{entry['store']}-{manifest.stem}-{before[entry['store']][:12]}.bak.json"
+        assert sha256(backup) == before[entry["store"]]
+        assert stat.S_IMODE(backup.stat().st_mode) == 0o600
+    assert {e["store"]: e["counts"] for e in document["stores"]} == {
+        "auth": {"users": 2, "sessions": 1, "personal_access_tokens": 0},
+        "codex_threads": {"threads": 1, "messages": 2},
+        "domain": {"autopilots": 1, "l402_paywalls": 0, "integrations": 1, "shouts": 2, "whispers": 0},
+    }
+    assert stat.S_IMODE(manifest.stat().st_mode) == 0o600
+    assert stat.S_IMODE(backups.stat().st_mode) == 0o700
+    assert stat.S_IMODE((stores.work / "manifests").stat().st_mode) == 0o700
+
+
+def test_rerun_is_idempotent_and_the_newest_manifest_sorts_last(stores: Stores) -> None:
+    stores.write_samples()
+    stores.call(RUN, check=0)
+    migrated = {k: p.read_bytes() for k, p in stores.paths.items()}
+    inodes = {k: p.stat().st_ino for k, p in stores.paths.items()}
+    first = stores.newest_manifest()
+    stores.call(RUN, check=0)
+    stores.call(RUN, check=0)
+    manifests = stores.manifests()
+    assert len(manifests) == 3, "runs in the same second keep every manifest"
+    assert manifests[0] == first and len({m.stem for m in manifests}) == 3
+    newest = load_json(manifests[-1])
+    assert all(e["changed"] is False for e in newest["stores"])
+    assert all(e["before_sha256"] == e["after_sha256"] for e in newest["stores"])
+    assert {k: p.read_bytes() for k, p in stores.paths.items()} == migrated
+    assert {k: p.stat().st_ino for k, p in stores.paths.items()} == inodes, "unchanged stores are not rewritten"
+    assert sorted(os.listdir(stores.work / "manifests")) == [m.name for m in manifests]
+
+
+def test_missing_stores_are_created_empty_and_recorded_as_not_existing(stores: Stores) -> None:
+    done = stores.call(RUN, check=0)
+    document = load_json(stores.newest_manifest())
+    for entry in document["stores"]:
+        assert entry["existed"] is False and entry["backup_path"] is None and entry["before_sha256"] is None
+        assert entry["changed"] is True
+        path = stores.paths[entry["store"]]
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert entry["after_sha256"] == sha256(path)
+    assert os.listdir(stores.work / "backups" / stores.newest_manifest().stem) == []
+    events = [e["event"] for e in log_events(done.stderr)]
+    assert events.count("store.replaced") == 3
+
+
+def test_replaced_store_keeps_its_mode(stores: Stores) -> None:
+    stores.write_samples()
+    os.chmod(stores.paths["auth"], 0o640)
+    stores.call(RUN, check=0)
+    assert stat.S_IMODE(stores.paths["auth"].stat().st_mode) == 0o640
+
+
+def test_service_variables_are_the_fallback_for_store_paths(stores: Stores, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "service-env"
+    elsewhere.mkdir()
+    env = {var: "" for var in ("AUTH_STORE_PATH", "CODEX_THREAD_STORE_PATH", "DOMAIN_STORE_PATH")}
+    env.update(
+        OA_AUTH_STORE_PATH=str(elsewhere / "a.json"),
+        OA_CODEX_THREAD_STORE_PATH=str(elsewhere / "c.json"),
+        OA_DOMAIN_STORE_PATH=str(elsewhere / "d.json"),
+    )
+    stores.call(RUN, env=env, check=0)
+    paths = [e["path"] for e in load_json(stores.newest_manifest())["stores"]]
+    assert paths == [str(elsewhere / n) for n in ("a.json", "c.json", "d.json")]
+    # the explicit variable wins over the service's
+    stores.call(RUN, env={**env, "AUTH_STORE_PATH": str(stores.paths["auth"])}, check=0)
+    assert load_json(stores.newest_manifest())["stores"][0]["path"] == str(stores.paths["auth"])
+
+
+def test_defaults_live_under_root_dir(stores: Stores) -> None:
+    env = {var: "" for var in ("AUTH_STORE_PATH", "CODEX_THREAD_STORE_PATH", "DOMAIN_STORE_PATH", "WORK_DIR")}
+    done = stores.call(RUN, env=env, check=0)
+    storage = stores.root / "apps" / "openagents.com" / "storage" / "app"
+    manifest = sorted((storage / "rust-store-migrate" / "manifests").glob("*.json"))[-1]
+    assert f"[rust-store-backfill] manifest: {manifest}" in done.stdout
+    assert [e["path"] for e in load_json(manifest)["stores"]] == [str(storage / n) for n in STORE_FILES.values()]
+
+
+def test_root_dir_defaults_to_the_git_top_level(stores: Stores) -> None:
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(stores.root)], check=True)
+    nested = stores.root / "deep" / "er"
+    nested.mkdir(parents=True)
+    env = {var: "" for var in ("AUTH_STORE_PATH", "CODEX_THREAD_STORE_PATH", "DOMAIN_STORE_PATH", "WORK_DIR", "ROOT_DIR")}
+    done = subprocess.run([RUN], cwd=nested, env={**stores.environ, **env}, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert str(stores.root / "apps" / "openagents.com" / "storage" / "app" / "rust-store-migrate") in done.stdout
+
+
+def test_empty_file_is_refused_unless_allowed(stores: Stores) -> None:
+    stores.write("auth", b"")
+    done = stores.call("store-migrate", "run", check=1)
+    assert f"refusing to migrate {stores.paths['auth']}: the file is empty" in done.stderr
+    assert not stores.work.exists()
+    stores.call("store-migrate", "run", "--allow-empty", check=0)
+    entry = load_json(stores.newest_manifest())["stores"][0]
+    assert entry["existed"] is True and entry["before_sha256"] == sha256(Path(entry["backup_path"]))
+
+
+def test_a_directory_where_a_store_should_be_is_refused(stores: Stores) -> None:
+    stores.paths["domain"].mkdir()
+    done = stores.call("store-migrate", "run", check=1)
+    assert "not a regular file" in done.stderr and str(stores.paths["domain"]) in done.stderr
+    assert not stores.work.exists()
+
+
+def test_logs_are_json_lines_with_paths_hashes_and_timings_but_no_contents(stores: Stores) -> None:
+    stores.write_samples()
+    done = stores.call(RUN, check=0)
+    events = log_events(done.stderr)
+    assert len(events) == len(done.stderr.splitlines()), "every stderr line is one JSON event"
+    names = [e["event"] for e in events]
+    for expected in ("store.read", "store.transformed", "backup.written", "manifest.written", "store.replaced"):
+        assert expected in names
+    read = next(e for e in events if e["event"] == "store.read")
+    assert {"store", "path", "sha256", "bytes", "duration_ms", "timestamp", "level"} <= set(read)
+    for secret in ("oa_at_demo_not_a_secret", "oa_rt_demo_not_a_secret", "enc:demo", "ada@example.com"):
+        assert secret not in done.stderr
+
+
+def test_help_exists_for_every_entry_point(stores: Stores) -> None:
+    for command in ("store-migrate", "store-migrate-backfill", "store-migrate-verify", "store-migrate-rollback"):
+        done = stores.call(command, "--help", check=0)
+        assert "Usage" in done.stdout
+    for sub in ("run", "verify", "rollback"):
+        assert "--log-format" in stores.call("store-migrate", sub, "--help", check=0).stdout
+
+
+def test_usage_errors_exit_2(stores: Stores) -> None:
+    assert stores.call("store-migrate", "run", "--no-such-option").returncode == 2
+    assert stores.call("store-migrate", "verify").returncode == 2
+    assert stores.call("store-migrate", "run", "--log-format", "xml").returncode == 2
