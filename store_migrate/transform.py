@@ -1,6 +1,6 @@
 """The backfill transform: a parsed store in, the current shape out, plus what changed. No I/O.
 
-Rules (the contract in docs/operators.md, "What the backfill does"):
+Rules (README, "What the backfill does"):
 - the root must be an object;
 - every container key of the kind is present with its type: absent, `null` or the *other* empty
   container becomes `{}` / `[]`; any other value is refused (migrating it would drop data);
