@@ -8,7 +8,6 @@ refused, 2 the command line was wrong. Nothing else happens here.
 from __future__ import annotations
 
 import gc
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -73,8 +72,9 @@ def _call(log_format: str, work: Callable[[], None]) -> None:
     except StoreMigrateError as exc:
         _fail(exc.message, exc.hint)
     except OSError as exc:
-        where = f": {exc.filename}" if exc.filename else ""
-        _fail(f"{exc.strerror or exc}{where}")
+        from .commands import describe_os_error
+
+        _fail(describe_os_error(exc))
 
 
 def run_command(
@@ -224,4 +224,4 @@ def rollback_main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

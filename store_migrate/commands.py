@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import structlog
 
@@ -33,8 +33,14 @@ log = structlog.get_logger("store_migrate")
 Clock = Callable[[], datetime]
 
 
+def describe_os_error(exc: OSError) -> str:
+    """`<reason>: <file>` for an operating-system error, as an operator reads it."""
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
+
+
 def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _stamp(moment: datetime) -> str:
@@ -266,7 +272,7 @@ def _fail(
     exc: Exception,
 ) -> StoreMigrateError:
     """Undo a run that failed part-way and describe what happened."""
-    cause = str(exc) if isinstance(exc, StoreMigrateError) else f"{exc.strerror or exc}: {getattr(exc, 'filename', '')}"
+    cause = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
     failures = _put_back(replaced)
     if failures:
         log.error("run.failed", manifest=manifest_path, cause=cause, not_put_back=failures)
@@ -412,7 +418,10 @@ def _read_backup(entry: StoreEntry) -> tuple[durable.Snapshot | None, str | None
     if backup is None:
         return None, f"[{entry.store}] backup missing: {entry.backup_path}"
     if backup.sha256 != entry.before_sha256:
-        return None, f"[{entry.store}] backup sha mismatch: {entry.backup_path} (expected {entry.before_sha256}, actual {backup.sha256})"
+        return None, (
+            f"[{entry.store}] backup sha mismatch: {entry.backup_path} "
+            f"(expected {entry.before_sha256}, actual {backup.sha256})"
+        )
     return backup, None
 
 

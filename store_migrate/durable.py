@@ -10,6 +10,7 @@ New files are created 0600 and new directories 0700: the stores hold secrets.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -173,10 +174,8 @@ def _write_temp(directory: str, name: str, data: bytes, mode: int, owner: tuple[
 
 
 def _discard(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def atomic_replace(path: str, data: bytes, *, mode: int = FILE_MODE, owner: tuple[int, int] | None = None) -> None:

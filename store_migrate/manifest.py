@@ -100,7 +100,7 @@ def _pointer(path: Any) -> str:
 def _short(error: ValidationError) -> str:
     """The schema error in one short phrase (jsonschema's own message can quote a whole entry)."""
     if len(error.message) <= 160:
-        return error.message
+        return str(error.message)
     return f"fails the schema's {error.validator!r} rule ({error.validator_value!r})"
 
 

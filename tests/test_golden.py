@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+
 import pytest
 from conftest import GOLDEN, Stores, load_json, log_events
 
