@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -77,6 +78,16 @@ def _call(log_format: str, work: Callable[[], None]) -> None:
         _fail(describe_os_error(exc))
 
 
+StrictOption = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Treat records the service could not read (see `store-migrate check`) as failures "
+        "instead of warnings.",
+    ),
+]
+
+
 def run_command(
     allow_empty: Annotated[
         bool,
@@ -85,6 +96,7 @@ def run_command(
             help="Treat a store file of zero bytes as an empty store instead of refusing it.",
         ),
     ] = False,
+    strict: StrictOption = False,
     lock_timeout: LockTimeoutOption = 30.0,
     log_format: LogFormatOption = "auto",
 ) -> None:
@@ -93,13 +105,16 @@ def run_command(
     Store paths come from AUTH_STORE_PATH, CODEX_THREAD_STORE_PATH and DOMAIN_STORE_PATH (else
     the service's OA_* variables, else defaults under $ROOT_DIR); backups and the manifest go
     under $WORK_DIR. A store that cannot be migrated without losing data is refused: exit 1 and
-    nothing is written. Safe to rerun.
+    nothing is written. Records the service could not read after the migration are logged as
+    warnings and counted in the manifest (validation_problems); --strict refuses them. Safe to rerun.
     """
 
     def work() -> None:
         from . import commands, config
 
-        result = commands.run(config.resolve(), allow_empty=allow_empty, lock_timeout=lock_timeout)
+        result = commands.run(
+            config.resolve(), allow_empty=allow_empty, strict=strict, lock_timeout=lock_timeout
+        )
         typer.echo(f"rust-store-migrate: wrote manifest to {result.manifest_path}")
         typer.echo(f"[rust-store-backfill] manifest: {result.manifest_path}")
         typer.echo(f"[rust-store-backfill] backups: {result.backup_dir}")
@@ -107,22 +122,44 @@ def run_command(
     _call(log_format, work)
 
 
-def verify_command(manifest: ManifestArgument, log_format: LogFormatOption = "auto") -> None:
-    """Verify the stores of a manifest: checksums, shape, counts and backups.
+def verify_command(
+    manifest: ManifestArgument,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            envvar="VERIFY_STRICT",
+            help="Fail (exit 1) when the service could not read a record of a live store; without "
+            "it such records are printed as warnings. VERIFY_STRICT=1 turns it on.",
+        ),
+    ] = False,
+    log_format: LogFormatOption = "auto",
+) -> None:
+    """Verify the stores of a manifest: checksums, shape, counts, backups, and service readability.
 
     Prints `ok: [<store>] <path>` for each good store and every problem found as
-    `error: [<store>] ...` on stderr. Exit 0 when all stores pass, 1 otherwise.
+    `error: [<store>] ...` on stderr (records the service could not read: `warning: [<store>] ...`,
+    or errors with --strict). Exit 0 when all stores pass, 1 otherwise.
     """
 
     def work() -> None:
         from . import commands
 
-        result = commands.verify(str(manifest))
+        result = commands.verify(str(manifest), strict=strict)
         for check in result.stores:
-            if not check.problems:
+            if not check.failed(strict):
                 typer.echo(f"ok: [{check.store}] {check.path}")
             for problem in check.problems:
                 typer.echo(f"error: [{check.store}] {problem}", err=True)
+            report = check.report
+            if report is not None and not report.readable:
+                word = "error" if strict else "warning"
+                typer.echo(
+                    f"{word}: [{check.store}] the service cannot read {report.unreadable} record(s); first:",
+                    err=True,
+                )
+                for item in report.problems:
+                    typer.echo(f"  {item.pointer}: {item.message}", err=True)
         for problem in result.problems:
             typer.echo(f"error: {problem}", err=True)
         if not result.ok:
@@ -165,6 +202,60 @@ def rollback_command(
     _call(log_format, work)
 
 
+class StoreKindName(StrEnum):
+    auth = "auth"
+    codex_threads = "codex_threads"
+    domain = "domain"
+
+
+def check_command(
+    files: Annotated[list[Path], typer.Argument(help="Store files to check.", show_default=False)],
+    kind: Annotated[StoreKindName, typer.Option("--kind", help="Which store the files are.", show_default=False)],
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print a JSON array, one object per file: path, kind, readable, "
+                     "unreadable (count) and problems ([{pointer, message}])."),
+    ] = False,
+    max_problems: Annotated[
+        int, typer.Option("--max-problems", min=1, help="Problems to show per file.", show_default=True)
+    ] = 20,
+    log_format: LogFormatOption = "auto",
+) -> None:
+    """Can the service read these store files? One verdict per file, with the first problems.
+
+    Each problem names a JSON path (like $.sessions["s1"].status) and the reason, never the
+    value. Missing top-level keys are fine (the service fills them in). Exit 0 when every file is
+    readable, 1 when any is not, 2 on a usage error. Reads only.
+    """
+
+    def work() -> None:
+        import json
+
+        from . import commands
+
+        results = commands.check(kind.value, [str(f) for f in files], limit=max_problems)
+        if as_json:
+            typer.echo(json.dumps([
+                {"path": r.path, "kind": r.kind, "readable": r.report.readable,
+                 "unreadable": r.report.unreadable, "problems": [p.to_json() for p in r.report.problems]}
+                for r in results
+            ], indent=2, ensure_ascii=False))
+        else:
+            for r in results:
+                if r.report.readable:
+                    typer.echo(f"readable: {r.path} ({r.kind})")
+                    continue
+                typer.echo(
+                    f"not readable: {r.path} ({r.kind}): {r.report.unreadable} record(s) the service cannot read"
+                )
+                for item in r.report.problems:
+                    typer.echo(f"  {item.pointer}: {item.message}")
+        if not all(r.report.readable for r in results):
+            raise typer.Exit(EXIT_FAILED)
+
+    _call(log_format, work)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"store-migrate {__version__}")
@@ -201,6 +292,7 @@ def _main(
 app.command("run")(run_command)
 app.command("verify")(verify_command)
 app.command("rollback")(rollback_command)
+app.command("check")(check_command)
 
 backfill_app = _single(run_command, "store-migrate-backfill")
 verify_app = _single(verify_command, "store-migrate-verify")

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from . import __version__, durable, jsonio, manifest, transform
+from . import __version__, durable, jsonio, manifest, transform, validate
 from .config import Settings
 from .errors import (
     ConcurrentWrite,
@@ -75,6 +75,7 @@ class PreparedStore:
     after_sha256: str
     counts: dict[str, int]
     result: transform.TransformResult
+    report: validate.Report
 
     @property
     def changed(self) -> bool:
@@ -89,8 +90,10 @@ class RunResult:
     stores: list[PreparedStore] = field(default_factory=list)
 
 
-def prepare(kind: StoreKind, path: str, *, allow_empty: bool = False) -> PreparedStore:
-    """Read, parse, transform and encode one store. Raises StoreRefused; writes nothing."""
+def prepare(kind: StoreKind, path: str, *, allow_empty: bool = False, strict: bool = False) -> PreparedStore:
+    """Read, parse, transform, encode and validate one store. Raises StoreRefused; writes nothing.
+
+    Records the service could not read are warnings, or a refusal when `strict`."""
     target = os.path.realpath(path)
     with timed() as clock:
         before = _read_store(kind.name, target)
@@ -122,7 +125,16 @@ def prepare(kind: StoreKind, path: str, *, allow_empty: bool = False) -> Prepare
             raise StoreRefused(path, f"nesting too deep to parse ({jsonio.MAX_DEPTH} levels or more)")
         after_sha256 = hashlib.sha256(after).hexdigest()
         counts = transform.counts(kind, result.value)
-    prepared = PreparedStore(kind, path, target, before, after, after_sha256, counts, result)
+    report = _validated(kind.name, path, result.value, None)
+    if strict and not report.readable:
+        first = report.problems[0]
+        raise StoreRefused(
+            path,
+            f"the service could not read {report.unreadable} record(s) after migration (--strict); "
+            f"first: {first.message}",
+            position=first.pointer,
+        )
+    prepared = PreparedStore(kind, path, target, before, after, after_sha256, counts, result, report)
     log.info(
         "store.transformed", store=kind.name, path=path, changed=prepared.changed,
         added_keys=result.added_keys, replaced_keys=result.replaced_keys,
@@ -130,6 +142,20 @@ def prepare(kind: StoreKind, path: str, *, allow_empty: bool = False) -> Prepare
         bytes=len(after), sha256=after_sha256, **clock,
     )
     return prepared
+
+
+def _validated(
+    store: str, path: str, value: object, indented: bytes | None, limit: int = validate.DEFAULT_LIMIT
+) -> validate.Report:
+    """Validate a parsed store and log the verdict (pointers and reasons only, never values)."""
+    with timed() as clock:
+        report = validate.validate(store, value, indented, limit=limit)
+    level = log.info if report.readable else log.warning
+    level(
+        "store.validated", store=store, path=path, readable=report.readable,
+        unreadable=report.unreadable, problems=[f"{p.pointer}: {p.message}" for p in report.problems], **clock,
+    )
+    return report
 
 
 def _reserve_stamp(settings: Settings, clock: Clock) -> tuple[datetime, str]:
@@ -214,6 +240,7 @@ def run(
     settings: Settings,
     *,
     allow_empty: bool = False,
+    strict: bool = False,
     lock_timeout: float = 30.0,
     clock: Clock = _utc_now,
 ) -> RunResult:
@@ -223,7 +250,7 @@ def run(
         for _, path in kinds_paths:
             for leftover in durable.remove_leftover_temps(os.path.realpath(path)):
                 log.warning("temp.removed", path=leftover)
-        prepared = [prepare(kind, path, allow_empty=allow_empty) for kind, path in kinds_paths]
+        prepared = [prepare(kind, path, allow_empty=allow_empty, strict=strict) for kind, path in kinds_paths]
         moment, backup_dir = _reserve_stamp(settings, clock)
         stamp = _stamp(moment)
         entries = [
@@ -236,6 +263,7 @@ def run(
                 after_sha256=p.after_sha256,
                 changed=p.changed,
                 counts=p.counts,
+                validation_problems=p.report.unreadable,
             )
             for p in prepared
         ]
@@ -304,6 +332,11 @@ class StoreCheck:
     path: str
     problems: list[str] = field(default_factory=list)
     """Each problem is one message; continuation lines start with two spaces."""
+    report: validate.Report | None = None
+    """Can the service read the live file? (None when it could not be parsed at all.)"""
+
+    def failed(self, strict: bool) -> bool:
+        return bool(self.problems) or (strict and self.report is not None and not self.report.readable)
 
 
 @dataclass
@@ -312,18 +345,20 @@ class VerifyResult:
     problems: list[str]
     """Problems with the manifest itself (for example a run that did not complete)."""
     stores: list[StoreCheck]
+    strict: bool = False
 
     @property
     def ok(self) -> bool:
-        return not self.problems and not any(s.problems for s in self.stores)
+        return not self.problems and not any(s.failed(self.strict) for s in self.stores)
 
 
 def _sha_problem(what: str, expected: str | None, actual: str) -> str:
     return f"{what}\n  expected: {expected}\n  actual:   {actual}"
 
 
-def verify(manifest_path: str) -> VerifyResult:
-    """Check every store of a manifest: checksum, shape, counts and its backup. Reports all."""
+def verify(manifest_path: str, *, strict: bool = False) -> VerifyResult:
+    """Check every store of a manifest: checksum, shape, counts, its backup, and whether the
+    service can read it (a failure with `strict`, else a warning). Reports every problem."""
     record = manifest.load(manifest_path)
     problems = []
     if not record.complete:
@@ -331,10 +366,11 @@ def verify(manifest_path: str) -> VerifyResult:
             f"manifest {manifest_path} is {record.status}: the run that wrote it did not complete"
             + (" and put every store back" if record.status == REVERTED else "")
         )
-    return VerifyResult(record, problems, [_verify_store(entry) for entry in record.stores])
+    checks = [_verify_store(entry, canonical=record.transform_version is not None) for entry in record.stores]
+    return VerifyResult(record, problems, checks, strict)
 
 
-def _verify_store(entry: StoreEntry) -> StoreCheck:
+def _verify_store(entry: StoreEntry, *, canonical: bool) -> StoreCheck:
     check = StoreCheck(entry.store, entry.path)
     kind = store_kind(entry.store)
     with timed() as clock:
@@ -355,6 +391,11 @@ def _verify_store(entry: StoreEntry) -> StoreCheck:
             check.problems.append(f"does not parse: {exc.reason}" + (f" at {where}" if where else ""))
         else:
             check.problems.extend(f"shape: {p}" for p in transform.shape_problems(kind, value))
+            # This tool writes canonical (indented) bytes; anything else is indented first so the
+            # nesting rule sees every level.
+            as_written = canonical and live.sha256 == entry.after_sha256
+            indented = live.data if as_written else jsonio.indented(live.data)
+            check.report = _validated(entry.store, entry.path, value, indented)
             if isinstance(value, dict):
                 actual = transform.counts(kind, value)
                 for name in sorted(set(actual) | set(entry.counts)):
@@ -532,3 +573,41 @@ def _apply(action: RollbackAction, record: Manifest, manifest_path: str, stamp: 
         f"store.{action.action}", store=action.store, path=action.path,
         sha256=None if action.backup is None else action.backup.sha256, **clock,
     )
+
+
+# ------------------------------------------------------------------------------------- check
+
+
+@dataclass
+class FileCheck:
+    path: str
+    kind: str
+    report: validate.Report
+
+
+def check(kind_name: str, paths: list[str], *, limit: int = validate.DEFAULT_LIMIT) -> list[FileCheck]:
+    """Can the service read each file as a store of `kind_name`? Reads only; writes nothing."""
+    kind = store_kind(kind_name)
+    results = []
+    for path in paths:
+        report = validate.Report(kind.name)
+        snapshot = _read_store(kind.name, path)
+        failure = None
+        if snapshot is None:
+            failure = "the file does not exist"
+        elif not snapshot.data:
+            failure = "the file is empty (the service cannot parse it)"
+        else:
+            try:
+                value = jsonio.decode(snapshot.data)
+            except jsonio.JsonError as exc:
+                where = exc.position(snapshot.data)
+                failure = f"does not parse: {exc.reason}" + (f" at {where}" if where else "")
+            else:
+                report = _validated(kind.name, path, value, jsonio.indented(snapshot.data), limit)
+        if failure:
+            report.unreadable, report.problems = 1, [validate.Problem("$", failure)]
+            log.warning("store.validated", store=kind.name, path=path, readable=False, unreadable=1,
+                        problems=[f"$: {failure}"])
+        results.append(FileCheck(path, kind.name, report))
+    return results

@@ -96,6 +96,11 @@ def encode(value: Any) -> bytes:
     return msgspec.json.format(_encoder.encode(value), indent=2)
 
 
+def indented(data: bytes) -> bytes:
+    """Valid JSON bytes re-laid with two-space indentation (key order kept), for nesting_too_deep."""
+    return msgspec.json.format(data, indent=2)
+
+
 def nesting_too_deep(canonical: bytes, limit: int = MAX_DEPTH) -> bool:
     """Whether canonical bytes hold a container `limit` or more levels deep (root = level 1).
 

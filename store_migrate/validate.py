@@ -1,0 +1,407 @@
+""""Can the service read this store?": the schemas in schemas/ plus the rules they cannot say.
+
+Two validators are built from each schema file, and must agree (a test checks it on the whole
+test corpus):
+
+- a compiled one: msgspec types generated from the schema, run over the parsed store in C
+  (about 0.9 s for a 180 MB codex store), for the yes/no answer;
+- the `jsonschema` package, run only on the records the compiled check rejected, for messages
+  that name the JSON path and the reason.
+
+What JSON Schema cannot say, enforced here:
+- an integer written with a fraction or exponent (`7.0`, `7e0`) is not a u16/u32/u64, although
+  JSON Schema counts it as an integer: both validators accept only JSON integers;
+- `format: date-time` is asserted (not just annotated) with one RFC 3339 rule shared by both:
+  `T` or `t` between date and time, a zone (`Z` or `+hh:mm`), and a real calendar date;
+- arrays/objects nested 128 levels deep or more (the root object is level 1) cannot be read,
+  anywhere in the file: checked on the indented bytes, see `jsonio.nesting_too_deep`.
+
+Problem messages never quote store contents (stores hold tokens and secrets): they name the
+path and what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Annotated, Any, Literal
+
+import msgspec
+from jsonschema import Draft202012Validator, FormatChecker, ValidationError
+from jsonschema.validators import extend
+
+from . import jsonio
+from .errors import SchemaFileError
+from .stores import StoreKind, store_kind
+
+DEFAULT_LIMIT = 20
+_DAY = r"(?:0[1-9]|1\d|2[0-8])"
+RFC3339 = re.compile(
+    r"\A(?:\d{4}-(?:(?:0[13578]|1[02])-(?:" + _DAY + r"|29|3[01])|(?:0[469]|11)-(?:" + _DAY + r"|29|30)"
+    r"|02-" + _DAY + r")"
+    r"|(?:\d\d(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)"
+    r"[Tt](?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d+)?(?:[Zz]|[+-](?:[01]\d|2[0-3]):[0-5]\d)\Z"
+)
+"""An RFC 3339 date-time with a time zone and a real calendar date (leap years included)."""
+
+_U_NAMES = {65535: "u16", 4294967295: "u32", 18446744073709551615: "u64"}
+_ANNOTATIONS = {"description", "title", "$comment", "$schema", "$id", "x-store-migrate", "x-counter-for", "$defs"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    pointer: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"pointer": self.pointer, "message": self.message}
+
+
+@dataclass
+class Report:
+    kind: str
+    problems: list[Problem] = field(default_factory=list)
+    """The first problems found (at most the limit asked for)."""
+    unreadable: int = 0
+    """How many records (and top-level values) the service cannot read."""
+
+    @property
+    def readable(self) -> bool:
+        return self.unreadable == 0 and not self.problems
+
+
+# ------------------------------------------------------------------ the compiled validator
+
+
+class _TypeBuilder:
+    """Translate the subset of JSON Schema the store schemas use into msgspec types.
+
+    Anything outside that subset is a SchemaFileError: the two validators must never silently
+    disagree about a keyword one of them ignores.
+    """
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.defs = schema.get("$defs", {})
+        self.built: dict[str, Any] = {}
+
+    def build(self, node: dict[str, Any], name: str) -> Any:
+        unknown = set(node) - _ANNOTATIONS - {
+            "type", "properties", "required", "additionalProperties", "items", "enum",
+            "minimum", "maximum", "format", "$ref",
+        }
+        if unknown:
+            raise SchemaFileError(f"schema keyword(s) {sorted(unknown)} at {name} are not supported by the validator")
+        if "$ref" in node:
+            return self.ref(node["$ref"])
+        if "enum" in node:
+            values = [v for v in node["enum"] if v is not None]
+            literal: Any = Literal[tuple(values)]
+            return literal | None if None in node["enum"] else literal
+        types = node.get("type")
+        if types is None:
+            return Any
+        nullable = isinstance(types, list) and "null" in types
+        kinds = [t for t in (types if isinstance(types, list) else [types]) if t != "null"]
+        if len(kinds) != 1:
+            raise SchemaFileError(f"schema at {name}: only one non-null type is supported, got {types}")
+        built = self.typed(kinds[0], node, name)
+        return built | None if nullable else built
+
+    def typed(self, kind: str, node: dict[str, Any], name: str) -> Any:
+        if kind == "string":
+            if node.get("format") == "date-time":
+                return Annotated[str, msgspec.Meta(pattern=RFC3339.pattern)]
+            return str
+        if kind == "boolean":
+            return bool
+        if kind == "integer":
+            low, high = node.get("minimum"), node.get("maximum")
+            if high is not None and high > 2**63 - 1:
+                # msgspec bounds stop at int64; the u64 ceiling is checked in __post_init__.
+                return Annotated[int, msgspec.Meta(ge=low)] if low is not None else int
+            return Annotated[int, msgspec.Meta(ge=low, le=high)]
+        if kind == "array":
+            return list[self.build(node.get("items", {}), f"{name}[]")]  # type: ignore[misc]
+        if kind == "object":
+            if "properties" in node:
+                return self.record(node, name)
+            return dict[str, self.build(node.get("additionalProperties", {}), f"{name}{{}}")]  # type: ignore[misc]
+        raise SchemaFileError(f"schema at {name}: type {kind!r} is not supported by the validator")
+
+    def ref(self, ref: str) -> Any:
+        name = ref.removeprefix("#/$defs/")
+        if name not in self.defs:
+            raise SchemaFileError(f"schema reference {ref} does not resolve")
+        if name not in self.built:
+            self.built[name] = self.build(self.defs[name], name)
+        return self.built[name]
+
+    def record(self, node: dict[str, Any], name: str) -> Any:
+        required = set(node.get("required", ()))
+        fields: list[Any] = []
+        big: list[str] = []
+        for prop, sub in node["properties"].items():
+            kind = self.build(sub, f"{name}.{prop}")
+            if sub.get("maximum", 0) > 2**63 - 1:
+                big.append(prop)
+            if prop in required:
+                fields.insert(0, (prop, kind))
+            else:
+                fields.append((prop, kind, None if _allows_null(sub) else msgspec.UNSET))
+        namespace = {"__post_init__": _u64_ceiling(tuple(big))} if big else None
+        return msgspec.defstruct(name, fields, namespace=namespace, forbid_unknown_fields=False)
+
+
+def _allows_null(node: dict[str, Any]) -> bool:
+    types = node.get("type")
+    return (
+        "type" not in node and "enum" not in node and "$ref" not in node
+        or (isinstance(types, list) and "null" in types)
+        or None in node.get("enum", ())
+    )
+
+
+def _u64_ceiling(names: tuple[str, ...]) -> Any:
+    def check(self: Any) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if type(value) is int and value > 18446744073709551615:
+                raise ValueError(f"{name} is above the u64 maximum")
+
+    return check
+
+
+def _root_type(kind: StoreKind) -> Any:
+    builder = _TypeBuilder(kind.schema)
+    fields = []
+    for key, sub in kind.schema["properties"].items():
+        built = builder.build(sub, key)
+        empty = {"object": dict, "array": list}.get(sub.get("type", ""))
+        default = msgspec.field(default_factory=empty) if key in kind.containers and empty else 0
+        fields.append((key, built, default))
+    counters = tuple(c.name for c in kind.counters)
+    namespace = {"__post_init__": _u64_ceiling(counters)} if counters else None
+    return msgspec.defstruct(f"{kind.name}_store", fields, namespace=namespace, forbid_unknown_fields=False)
+
+
+# ------------------------------------------------------------------ the detailed validator
+
+
+def _is_json_integer(_: Any, instance: Any) -> bool:
+    return type(instance) is int
+
+
+_StoreValidator = extend(
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_json_integer),
+)
+_formats = FormatChecker(formats=())
+
+
+def _is_rfc3339(instance: object) -> bool:
+    return not isinstance(instance, str) or RFC3339.match(instance) is not None
+
+
+_formats.checks("date-time")(_is_rfc3339)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number with a fraction or exponent"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+_TYPE_WORDS = {"string": "a string", "boolean": "true or false", "integer": "an integer",
+               "object": "an object", "array": "an array", "null": "null"}
+
+
+def _message(error: ValidationError) -> tuple[str, str | None]:
+    """An operator's message for one schema error, and the field it is about (if not the path's)."""
+    validator, expected, instance = error.validator, error.validator_value, error.instance
+    if validator == "required":
+        missing = error.message.split("'")[1] if error.message.count("'") >= 2 else "?"
+        return "required field is missing", missing
+    if validator == "type":
+        wanted = [t for t in (expected if isinstance(expected, list) else [expected])]
+        if instance is None and len(error.absolute_path) == 1:
+            return "is null: the service fails on a null top-level key (a missing one reads as empty)", None
+        if instance is None:
+            return "is null, but this field is required to hold a value", None
+        if "integer" in wanted and isinstance(instance, float):
+            return (
+                "is written with a fraction or exponent; the service reads only plain integers (7, not 7.0 or 7e0)",
+                None,
+            )
+        words = " or ".join(_TYPE_WORDS[t] for t in wanted)
+        return f"expected {words}, found {_json_type(instance)}", None
+    if validator in ("minimum", "maximum"):
+        high = error.schema.get("maximum")
+        name = _U_NAMES.get(high, "integer")
+        return f"is outside the {name} range 0..{high}", None
+    if validator == "enum":
+        allowed = ", ".join(str(v) for v in expected if v is not None)
+        nullable = " (or null)" if None in expected else ""
+        return f"is not one of the values the service knows: {allowed}{nullable}", None
+    if validator == "format":
+        return "is not an RFC 3339 timestamp with a time zone (like 2026-03-04T05:06:07Z)", None
+    return f"fails the schema's {validator!r} rule", None
+
+
+def _pointer(error: ValidationError, index_fix: dict[int, int]) -> str:
+    """`$.sessions["s1"].status` from a schema error's instance and schema paths."""
+    instance_path = list(error.absolute_path)
+    text, i = "$", 0
+    keywords = iter(error.absolute_schema_path)
+    for keyword in keywords:
+        if i >= len(instance_path):
+            break
+        if keyword == "properties":
+            text += _field(next(keywords))
+        elif keyword == "additionalProperties":
+            text += f"[{json.dumps(instance_path[i], ensure_ascii=False)}]"
+        elif keyword in ("items", "prefixItems"):
+            text += f"[{index_fix.get(i, instance_path[i])}]"
+        else:
+            continue
+        i += 1
+    for part in instance_path[i:]:
+        text += f"[{part}]" if isinstance(part, int) else _field(part)
+    return text
+
+
+def _field(name: str) -> str:
+    return f".{name}" if re.fullmatch(r"[A-Za-z_]\w*", name) else f"[{json.dumps(name, ensure_ascii=False)}]"
+
+
+# ------------------------------------------------------------------------------ validation
+
+
+@dataclass
+class StoreValidator:
+    kind: StoreKind
+    root: Any
+    members: dict[str, Any]
+    detailed: Any
+
+    @classmethod
+    def for_kind(cls, kind: StoreKind) -> StoreValidator:
+        _StoreValidator.check_schema(kind.schema)
+        builder = _TypeBuilder(kind.schema)
+        members = {}
+        for key in kind.containers:
+            sub = kind.schema["properties"][key]
+            member = sub.get("additionalProperties", sub.get("items", {}))
+            members[key] = builder.build(member, key)
+        return cls(kind, _root_type(kind), members, _StoreValidator(kind.schema, format_checker=_formats))
+
+    def validate(self, value: Any, indented: bytes | None, *, limit: int = DEFAULT_LIMIT) -> Report:
+        """Validate a parsed store. `indented` is the store as jsonio.encode/format wrote it (for
+        the nesting rule); None skips that rule (the caller has checked it)."""
+        report = Report(self.kind.name)
+        too_deep = indented is not None and jsonio.nesting_too_deep(indented)
+        if too_deep:
+            report.unreadable += 1
+            report.problems.append(Problem(
+                self._deep_pointer(value),
+                f"arrays/objects nest {jsonio.MAX_DEPTH} levels deep or more; the service's reader gives up",
+            ))
+        try:
+            msgspec.convert(value, self.root)
+        except msgspec.ValidationError as compiled:
+            self._explain(value, report, limit, str(compiled))
+        del report.problems[limit:]
+        return report
+
+    def _explain(self, value: Any, report: Report, limit: int, compiled: str) -> None:
+        """Find and describe every value the compiled check rejects (slow path, failures only)."""
+        before = report.unreadable
+        if not isinstance(value, dict):
+            report.unreadable += 1
+            report.problems.append(Problem("$", f"the root is {_json_type(value)}, not an object"))
+            return
+        shallow = {k: (type(v)() if k in self.members and isinstance(v, (dict, list)) else v) for k, v in value.items()}
+        top = sorted(self.detailed.iter_errors(shallow), key=lambda e: list(e.absolute_path))
+        if top:
+            report.unreadable += len({e.absolute_path[0] if e.absolute_path else "" for e in top})
+            self._add(report, top, {}, limit)
+        for key, member_type in self.members.items():
+            container = value.get(key)
+            if isinstance(container, dict):
+                members: Any = container.items()
+            elif isinstance(container, list):
+                members = enumerate(container)
+            else:
+                continue
+            for member_key, member in members:
+                try:
+                    msgspec.convert(member, member_type)
+                except msgspec.ValidationError as exc:
+                    report.unreadable += 1
+                    if len(report.problems) < limit:
+                        self._detail(report, key, member_key, member, str(exc), limit)
+        if report.unreadable == before:
+            report.unreadable += 1
+            report.problems.append(Problem("$", f"rejected by the compiled check: {compiled}"))
+
+    def _detail(self, report: Report, key: str, member_key: Any, member: Any, compiled: str, limit: int) -> None:
+        if isinstance(member_key, int):
+            wrapper: Any = {key: [member]}
+            fix = {1: member_key}
+        else:
+            wrapper, fix = {key: {member_key: member}}, {}
+        errors = sorted(self.detailed.iter_errors(wrapper), key=lambda e: list(e.absolute_path))
+        if errors:
+            self._add(report, errors, fix, limit)
+        else:  # the two validators disagree: say so rather than hide the compiled verdict
+            where = f"$.{key}[{json.dumps(member_key, ensure_ascii=False)}]"
+            report.problems.append(Problem(where, f"rejected by the compiled check: {compiled}"))
+
+    @staticmethod
+    def _add(report: Report, errors: list[ValidationError], fix: dict[int, int], limit: int) -> None:
+        for error in errors:
+            if len(report.problems) >= limit:
+                return
+            message, about = _message(error)
+            pointer = _pointer(error, fix) + (_field(about) if about else "")
+            report.problems.append(Problem(pointer, message))
+
+    def _deep_pointer(self, value: Any) -> str:
+        """The top-level key (and member) under which the nesting limit is reached."""
+        if not isinstance(value, dict):
+            return "$"
+        for key, held in value.items():
+            if _depth_reaches(held, jsonio.MAX_DEPTH - 1):
+                members = held.items() if isinstance(held, dict) else enumerate(held)
+                for member_key, member in members:
+                    if _depth_reaches(member, jsonio.MAX_DEPTH - 2):
+                        return f"$.{key}[{json.dumps(member_key, ensure_ascii=False)}]"
+                return _field(key).join(("$", ""))
+        return "$"
+
+
+def _depth_reaches(value: Any, levels: int) -> bool:
+    if not isinstance(value, (dict, list)):
+        return False
+    return jsonio.nesting_too_deep(jsonio.encode(value), levels)
+
+
+@cache
+def validator(kind_name: str) -> StoreValidator:
+    return StoreValidator.for_kind(store_kind(kind_name))
+
+
+def validate(kind_name: str, value: Any, indented: bytes | None, *, limit: int = DEFAULT_LIMIT) -> Report:
+    """Can the service read this parsed store? See the module docstring for the rules."""
+    return validator(kind_name).validate(value, indented, limit=limit)
+
+
