@@ -158,6 +158,28 @@ def _validated(
     return report
 
 
+def _remove_leftovers(store_paths: list[str], work_dir: str | None) -> None:
+    """Remove temporary files that a killed run or rollback left beside the stores and in the
+    work directory (recognised by their name; never a file whose writer is still alive)."""
+    places = [os.path.split(os.path.realpath(p)) for p in store_paths]
+    removed = [t for directory, name in places for t in durable.remove_leftover_temps(directory, only_for=name)]
+    if work_dir is not None:
+        removed += durable.remove_leftover_temps(os.path.join(work_dir, "manifests"))
+        backups = os.path.join(work_dir, "backups")
+        for stamp in sorted(os.listdir(backups)) if os.path.isdir(backups) else ():
+            removed += durable.remove_leftover_temps(os.path.join(backups, stamp))
+    for path in removed:
+        log.warning("temp.removed", path=path)
+
+
+def _holds(path: str, sha256: str) -> bool:
+    """Whether `path` holds exactly the bytes with this hash (used on failure paths only)."""
+    try:
+        return durable.hash_file(path)[0] == sha256
+    except OSError:
+        return False
+
+
 def _reserve_stamp(settings: Settings, clock: Clock) -> tuple[datetime, str]:
     """A timestamp no other run in this work directory has, and its new backup directory.
 
@@ -247,9 +269,7 @@ def run(
     """Backfill every store: prepare all, back up all, write a pending manifest, replace, complete."""
     kinds_paths = [(store_kind(s.kind), s.path) for s in settings.stores]
     with locked([path for _, path in kinds_paths], lock_timeout):
-        for _, path in kinds_paths:
-            for leftover in durable.remove_leftover_temps(os.path.realpath(path)):
-                log.warning("temp.removed", path=leftover)
+        _remove_leftovers([path for _, path in kinds_paths], settings.work_dir)
         prepared = [prepare(kind, path, allow_empty=allow_empty, strict=strict) for kind, path in kinds_paths]
         moment, backup_dir = _reserve_stamp(settings, clock)
         stamp = _stamp(moment)
@@ -281,14 +301,28 @@ def run(
         replaced: list[tuple[PreparedStore, durable.FileIdentity | None]] = []
         try:
             for p in prepared:
-                if p.changed:
-                    replaced.append((p, _replace(p)))
-                else:
+                if not p.changed:
                     log.info("store.unchanged", store=p.kind.name, path=p.path, sha256=p.after_sha256)
+                    continue
+                try:
+                    replaced.append((p, _replace(p)))
+                except (OSError, StoreMigrateError):
+                    # A failure after the rename (fsync of the directory) leaves our bytes in place.
+                    if _holds(p.target, p.after_sha256):
+                        replaced.append((p, durable.identity(p.target)))
+                    raise
         except (OSError, StoreMigrateError) as exc:
             raise _fail(record, manifest_path, replaced, exc) from exc
         record.status = COMPLETE
-        durable.atomic_replace(manifest_path, record.to_bytes())
+        try:
+            durable.atomic_replace(manifest_path, record.to_bytes())
+        except OSError as exc:
+            raise RunFailed(
+                f"every store was migrated, but manifest {manifest_path} could not be marked complete: "
+                f"{describe_os_error(exc)}",
+                hint="rerun the backfill (nothing will change and a complete manifest is written), "
+                f"or roll back with {manifest_path}",
+            ) from exc
         log.info("manifest.written", path=manifest_path, status=COMPLETE)
     return RunResult(manifest_path, backup_dir, record, prepared)
 
@@ -530,6 +564,7 @@ def rollback(
     """Return every store of a manifest to its before_sha256 state; check all before changing any."""
     record = manifest.load(manifest_path)
     with locked([e.path for e in record.stores], lock_timeout):
+        _remove_leftovers([e.path for e in record.stores], None)
         planned = [_plan(entry, force) for entry in record.stores]
         refusals = [problem for _, problem in planned if problem]
         if refusals:

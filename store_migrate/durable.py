@@ -14,6 +14,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import secrets
 import stat
 from dataclasses import dataclass
@@ -207,17 +208,33 @@ def remove(path: str) -> None:
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
-def remove_leftover_temps(path: str) -> list[str]:
-    """Remove temporary files an interrupted run left beside `path`; return what was removed."""
-    directory, name = os.path.split(os.path.abspath(path))
-    prefix = f".{name}{TEMP_MARK}"
+_TEMP_NAME = re.compile(r"\A\.(?P<name>.+)" + re.escape(TEMP_MARK) + r"(?P<pid>\d+)-[0-9a-f]{8}\Z")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_leftover_temps(directory: str, *, only_for: str | None = None) -> list[str]:
+    """Remove the temporary files that killed runs left in `directory` (only those of `only_for`,
+    a file name, when given). A temp file whose writer is still alive is left alone."""
     try:
         entries = os.listdir(directory)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return []
     removed = []
     for entry in entries:
-        if entry.startswith(prefix):
-            _discard(os.path.join(directory, entry))
-            removed.append(os.path.join(directory, entry))
+        match = _TEMP_NAME.match(entry)
+        if match is None or (only_for is not None and match["name"] != only_for) or _alive(int(match["pid"])):
+            continue
+        _discard(os.path.join(directory, entry))
+        removed.append(os.path.join(directory, entry))
     return removed

@@ -116,3 +116,13 @@ def log_events(stderr: str) -> list[dict[str, Any]]:
         if line.startswith("{"):
             events.append(json.loads(line))
     return events
+
+
+@pytest.fixture(autouse=True)
+def _quiet_library_logs() -> None:
+    """Library calls made in-process log at warning level and above only (CLI runs are separate)."""
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
