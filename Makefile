@@ -39,3 +39,7 @@ lint: install
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+BENCH_ARGS ?=
+bench: install
+	cd bench && ../$(BIN)/python bench.py $(BENCH_ARGS)

@@ -27,7 +27,7 @@ def _fill(target_bytes: int, make: Callable[[int], tuple[str, Any]]) -> Iterator
     size, i = 0, 0
     while size < target_bytes:
         key, row = make(i)
-        size += len(json.dumps(row)) + len(key) + 8
+        size += len(json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode()) + len(key) + 4
         i += 1
         yield key, row
 

@@ -1,0 +1,154 @@
+"""Benchmark store-migrate on generated stores: wall time and peak memory of each operation.
+
+    python bench/bench.py [--codex-mb 200] [--auth-mb 50] [--domain-mb 50] [--reps 3]
+                          [--out bench-results/latest.json]
+
+Each operation runs as a separate process on fresh copies of the stores; the figure is the
+median over the repetitions. Peak memory is the largest total RSS of the process and all its
+children (sampled from /proc), so work spread over worker processes is counted in full.
+The floor is reading, hashing (sha256) and writing the same bytes with an fsync.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import generate
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+TARGETS = {"run": 4.0, "rerun": 1.5, "verify": 2.5, "verify_strict": 3.5, "rollback": 2.5}
+FLOOR = """
+import hashlib, os, sys
+for source in sys.argv[1:]:
+    data = open(source, "rb").read()
+    hashlib.sha256(data).hexdigest()
+    fd = os.open(source + ".floor", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, data)
+    os.fsync(fd)
+    os.close(fd)
+"""
+
+
+def _tree_rss_kb(pid: int) -> int:
+    """Resident memory of a process and all its descendants, in KiB."""
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            with open(f"/proc/{current}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            with open(f"/proc/{current}/task/{current}/children") as children:
+                stack.extend(int(c) for c in children.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def measure(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, peak MB of the process tree) of one command; it must exit 0."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0
+    while process.poll() is None:
+        peak = max(peak, _tree_rss_kb(process.pid))
+        time.sleep(0.005)
+    wall = time.perf_counter() - started
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} exited {process.returncode}:\n{stderr[-2000:]}")
+    return wall, peak / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--codex-mb", type=float, default=200)
+    parser.add_argument("--auth-mb", type=float, default=50)
+    parser.add_argument("--domain-mb", type=float, default=50)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--out", default=str(HERE.parent / "bench-results" / "latest.json"))
+    parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "store-migrate-bench"))
+    args = parser.parse_args()
+
+    template = Path(args.cache) / f"stores-{args.codex_mb:g}-{args.auth_mb:g}-{args.domain_mb:g}"
+    if not template.exists():
+        print(f"generating stores in {template} ...", flush=True)
+        partial = template.with_suffix(".partial")
+        subprocess.run([sys.executable, str(HERE / "generate.py"), str(partial), "--codex-mb", str(args.codex_mb),
+                        "--auth-mb", str(args.auth_mb), "--domain-mb", str(args.domain_mb)], check=True)
+        partial.rename(template)
+    sizes = {name: (template / name).stat().st_size for name in generate.FILES.values()}
+    largest = max(sizes.values())
+
+    samples: dict[str, list[tuple[float, float]]] = {}
+    for rep in range(args.reps):
+        work = Path(tempfile.mkdtemp(prefix="store-migrate-bench-"))
+        try:
+            for name in sizes:
+                shutil.copyfile(template / name, work / name)
+            env = {**os.environ, "WORK_DIR": str(work / "work"), "STORE_MIGRATE_LOG_FORMAT": "json"}
+            env.update({f"{var}_STORE_PATH": str(work / name) for var, name in
+                        (("AUTH", generate.FILES["auth"]), ("CODEX_THREAD", generate.FILES["codex_threads"]),
+                         ("DOMAIN", generate.FILES["domain"]))})
+            tool = str(BIN / "store-migrate")
+            steps: list[tuple[str, list[str]]] = [
+                ("floor", [sys.executable, "-c", FLOOR, *(str(work / n) for n in sizes)]),
+                ("run", [tool, "run"]),
+            ]
+            for label, command in steps:
+                samples.setdefault(label, []).append(measure(command, env))
+            first = sorted((work / "work" / "manifests").glob("*.json"))[-1]
+            samples.setdefault("rerun", []).append(measure([tool, "run"], env))
+            for label, command in (
+                ("verify", [tool, "verify", str(first)]),
+                ("verify_strict", [tool, "verify", "--strict", str(first)]),
+                ("rollback", [tool, "rollback", str(first)]),
+            ):
+                samples.setdefault(label, []).append(measure(command, env))
+            for entry in ("store-migrate", "store-migrate-backfill", "store-migrate-verify", "store-migrate-rollback"):
+                samples.setdefault(f"help:{entry}", []).append(measure([str(BIN / entry), "--help"], env))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print(f"repetition {rep + 1}/{args.reps} done", flush=True)
+
+    floor = statistics.median(w for w, _ in samples["floor"])
+    results = {}
+    for label, values in samples.items():
+        wall = statistics.median(w for w, _ in values)
+        peak = statistics.median(p for _, p in values)
+        results[label] = {"wall_s": round(wall, 3), "ratio_to_floor": round(wall / floor, 2),
+                          "peak_mb": round(peak, 1), "peak_ratio_to_largest_store": round(peak * 2**20 / largest, 2),
+                          "target_ratio": TARGETS.get(label, 0.25 if label.startswith("help:") else None)}
+    report = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "stores_mb": {k: round(v / 1e6, 1) for k, v in sizes.items()},
+        "reps": args.reps, "floor_s": round(floor, 3), "results": results,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+
+    print(f"\nstores: {', '.join(f'{k} {v / 1e6:.0f} MB' for k, v in sizes.items())}; "
+          f"median of {args.reps}; floor {floor:.2f} s")
+    print(f"{'operation':<30} {'wall s':>8} {'x floor':>8} {'target':>8} {'peak MB':>9} {'x largest':>10}")
+    for label, r in results.items():
+        target = r["target_ratio"]
+        shown = "" if target is None else (f"<= {target:g}s" if label.startswith("help:") else f"<= {target:g}x")
+        print(f"{label:<30} {r['wall_s']:>8.2f} {r['ratio_to_floor']:>8.2f} {shown:>8} "
+              f"{r['peak_mb']:>9.0f} {r['peak_ratio_to_largest_store']:>10.2f}")
+    print(f"\nwritten to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
