@@ -6,31 +6,33 @@ CLI turns into the drop-in stdout lines. Operator mistakes and refusals raise St
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import structlog
 
-from . import __version__, durable, jsonio, manifest, transform, validate
+from . import __version__, durable, jsonio, manifest, transform, validate, workers
 from .config import Settings
 from .errors import (
     ConcurrentWrite,
     RollbackRefused,
     RunFailed,
     StoreMigrateError,
-    StoreRefused,
 )
 from .lock import locked
 from .logs import timed
 from .manifest import COMPLETE, PENDING, REVERTED, Manifest, StoreEntry
-from .stores import StoreKind, store_kind
+from .prepare import Known, PreparedStore, prepare, read_store, validated
+from .stores import store_kind
 
 log = structlog.get_logger("store_migrate")
 Clock = Callable[[], datetime]
+Result = TypeVar("Result")
 
 
 def describe_os_error(exc: OSError) -> str:
@@ -47,39 +49,7 @@ def _stamp(moment: datetime) -> str:
     return moment.strftime("%Y%m%dT%H%M%SZ")
 
 
-def _read_store(store: str, path: str) -> durable.Snapshot | None:
-    """The store's bytes, or None when it does not exist; a clear error for anything else."""
-    try:
-        return durable.read_snapshot(path)
-    except IsADirectoryError:
-        raise StoreMigrateError(
-            f"[{store}] {path} is not a regular file", hint="point the store variable at the store's JSON file"
-        ) from None
-    except PermissionError as exc:
-        raise StoreMigrateError(f"[{store}] cannot read {path}: {exc.strerror}") from None
-
-
 # --------------------------------------------------------------------------------------- run
-
-
-@dataclass
-class PreparedStore:
-    """One store read, transformed and encoded, not yet written anywhere."""
-
-    kind: StoreKind
-    path: str
-    target: str
-    """Where bytes are written: `path` with symlinks resolved (a link stays a link)."""
-    before: durable.Snapshot | None
-    after: bytes
-    after_sha256: str
-    counts: dict[str, int]
-    result: transform.TransformResult
-    report: validate.Report
-
-    @property
-    def changed(self) -> bool:
-        return self.before is None or self.before.sha256 != self.after_sha256
 
 
 @dataclass
@@ -90,79 +60,15 @@ class RunResult:
     stores: list[PreparedStore] = field(default_factory=list)
 
 
-def prepare(kind: StoreKind, path: str, *, allow_empty: bool = False, strict: bool = False) -> PreparedStore:
-    """Read, parse, transform, encode and validate one store. Raises StoreRefused; writes nothing.
-
-    Records the service could not read are warnings, or a refusal when `strict`."""
-    target = os.path.realpath(path)
-    with timed() as clock:
-        before = _read_store(kind.name, target)
-    if before is None:
-        value: object = {}
-    elif not before.data and allow_empty:
-        value = {}
-    elif not before.data:
-        raise StoreRefused(path, "the file is empty", position=None)
-    else:
-        try:
-            value = jsonio.decode(before.data)
-        except jsonio.JsonError as exc:
-            log.warning("store.refused", store=kind.name, path=path, reason=exc.reason)
-            raise StoreRefused(path, exc.reason, position=exc.position(before.data)) from None
-    log.info(
-        "store.read", store=kind.name, path=path, existed=before is not None,
-        bytes=0 if before is None else len(before.data),
-        sha256=None if before is None else before.sha256, **clock,
-    )
-    with timed() as clock:
-        try:
-            result = transform.backfill(kind, value)
-        except transform.ShapeRefusal as exc:
-            log.warning("store.refused", store=kind.name, path=path, reason=exc.reason)
-            raise StoreRefused(path, exc.reason, position=exc.pointer) from None
-        after = jsonio.encode(result.value)
-        if jsonio.nesting_too_deep(after):
-            raise StoreRefused(path, f"nesting too deep to parse ({jsonio.MAX_DEPTH} levels or more)")
-        after_sha256 = hashlib.sha256(after).hexdigest()
-        counts = transform.counts(kind, result.value)
-    report = _validated(kind.name, path, result.value, None)
-    if strict and not report.readable:
-        first = report.problems[0]
-        raise StoreRefused(
-            path,
-            f"the service could not read {report.unreadable} record(s) after migration (--strict); "
-            f"first: {first.message}",
-            position=first.pointer,
-        )
-    prepared = PreparedStore(kind, path, target, before, after, after_sha256, counts, result, report)
-    log.info(
-        "store.transformed", store=kind.name, path=path, changed=prepared.changed,
-        added_keys=result.added_keys, replaced_keys=result.replaced_keys,
-        counters={c.name: c.after for c in result.counters}, counts=counts,
-        bytes=len(after), sha256=after_sha256, **clock,
-    )
-    return prepared
-
-
-def _validated(
-    store: str, path: str, value: object, indented: bytes | None, limit: int = validate.DEFAULT_LIMIT
-) -> validate.Report:
-    """Validate a parsed store and log the verdict (pointers and reasons only, never values)."""
-    with timed() as clock:
-        report = validate.validate(store, value, indented, limit=limit)
-    level = log.info if report.readable else log.warning
-    level(
-        "store.validated", store=store, path=path, readable=report.readable,
-        unreadable=report.unreadable, problems=[f"{p.pointer}: {p.message}" for p in report.problems], **clock,
-    )
-    return report
-
-
 def _remove_leftovers(store_paths: list[str], work_dir: str | None) -> None:
-    """Remove temporary files that a killed run or rollback left beside the stores and in the
-    work directory (recognised by their name; never a file whose writer is still alive)."""
+    """Remove temporary files that a killed run or rollback left beside the stores (we hold their
+    lock, which every writer of those holds) and in the work directory (shared with runs on other
+    stores: only files whose writer is gone)."""
     places = [os.path.split(os.path.realpath(p)) for p in store_paths]
-    removed = [t for directory, name in places for t in durable.remove_leftover_temps(directory, only_for=name)]
+    removed = [
+        temp for directory, name in places
+        for temp in durable.remove_leftover_temps(directory, only_for=name, locked=True)
+    ]
     if work_dir is not None:
         removed += durable.remove_leftover_temps(os.path.join(work_dir, "manifests"))
         backups = os.path.join(work_dir, "backups")
@@ -178,6 +84,32 @@ def _holds(path: str, sha256: str) -> bool:
         return durable.hash_file(path)[0] == sha256
     except OSError:
         return False
+
+
+def _known_results(settings: Settings) -> dict[str, Known]:
+    """What the newest complete manifest written by this very transform proves about each store
+    path: bytes with its after_sha256 are already migrated and need no parsing."""
+    if not os.path.isdir(settings.manifests_dir):
+        return {}
+    for name in sorted(os.listdir(settings.manifests_dir), reverse=True):
+        if not name.endswith(".json"):
+            continue
+        path = os.path.join(settings.manifests_dir, name)
+        try:
+            record = manifest.load(path)
+        except StoreMigrateError as exc:
+            log.warning("manifest.skipped", path=path, reason=exc.message)
+            continue
+        if not record.complete:
+            continue
+        if record.transform_version != transform.TRANSFORM_VERSION or record.tool_version != __version__:
+            return {}
+        return {
+            e.path: Known(e.after_sha256, e.counts, e.validation_problems or 0, path)
+            for e in record.stores
+            if e.validation_problems is not None
+        }
+    return {}
 
 
 def _reserve_stamp(settings: Settings, clock: Clock) -> tuple[datetime, str]:
@@ -198,52 +130,71 @@ def _reserve_stamp(settings: Settings, clock: Clock) -> tuple[datetime, str]:
         time.sleep(max(0.01, 1 - moment.microsecond / 1e6))
 
 
+def _identical_backup(backups_root: str, store: str, sha256: str, exclude: str) -> str | None:
+    """An earlier backup holding exactly these bytes (checked by hash), newest first."""
+    suffix = f"-{sha256[:12]}.bak.json"
+    for stamp in sorted(os.listdir(backups_root), reverse=True):
+        directory = os.path.join(backups_root, stamp)
+        if directory == exclude or not os.path.isdir(directory):
+            continue
+        for name in os.listdir(directory):
+            if name.startswith(f"{store}-") and name.endswith(suffix):
+                candidate = os.path.join(directory, name)
+                if _holds(candidate, sha256):
+                    return candidate
+    return None
+
+
 def _write_backup(prepared: PreparedStore, stamp: str, backup_dir: str) -> str | None:
+    """Back up one store (a hard link when an identical backup exists) and read it back."""
     before = prepared.before
     if before is None:
         return None
-    path = os.path.join(backup_dir, f"{prepared.kind.name}-{stamp}-{before.sha256[:12]}.bak.json")
+    path = os.path.join(backup_dir, f"{prepared.store}-{stamp}-{before.sha256[:12]}.bak.json")
     with timed() as clock:
-        durable.create_new(path, before.data)
+        same = _identical_backup(os.path.dirname(backup_dir), prepared.store, before.sha256, backup_dir)
+        if same is not None:
+            durable.link_new(same, path)
+        else:
+            durable.copy_new(prepared.target, path)
         written, size = durable.hash_file(path)
     if written != before.sha256:
-        raise RunFailed(
-            f"[{prepared.kind.name}] backup {path} reads back with sha256 {written}, "
-            f"expected {before.sha256}; no store was changed",
-            hint="check the disk holding WORK_DIR",
+        raise ConcurrentWrite(
+            f"[{prepared.store}] {prepared.path} changed on disk while the run worked: its backup reads "
+            f"back with sha256 {written}, expected {before.sha256}; no store was changed",
+            hint="stop the service's writers or wait, then rerun",
         )
-    log.info("backup.written", store=prepared.kind.name, path=path, bytes=size, sha256=written, **clock)
+    log.info("backup.written", store=prepared.store, path=path, bytes=size, sha256=written,
+             linked_to=same, **clock)
     return path
 
 
 def _replace(prepared: PreparedStore) -> durable.FileIdentity | None:
-    """Replace one store with its new bytes, unless it changed since it was read."""
+    """Rename the prepared new bytes over one store, unless it changed since it was read."""
     expected = None if prepared.before is None else prepared.before.identity
     if durable.identity(prepared.target) != expected:
         raise ConcurrentWrite(
-            f"[{prepared.kind.name}] {prepared.path} changed on disk while the run worked "
+            f"[{prepared.store}] {prepared.path} changed on disk while the run worked "
             "(is the service still writing it?)",
             hint="stop the service's writers or wait, then rerun; the newer data was kept",
         )
-    before = prepared.before
+    assert prepared.temp is not None
     with timed() as clock:
-        if before is None:
-            durable.ensure_dir(os.path.dirname(prepared.target))
-            durable.atomic_replace(prepared.target, prepared.after)
-        else:
-            owner = (before.uid, before.gid) if (before.uid, before.gid) != (os.geteuid(), os.getegid()) else None
-            durable.atomic_replace(prepared.target, prepared.after, mode=before.mode, owner=owner)
-    log.info(
-        "store.replaced", store=prepared.kind.name, path=prepared.path,
-        bytes=len(prepared.after), sha256=prepared.after_sha256, **clock,
-    )
+        temp, prepared.temp = prepared.temp, None
+        durable.commit_temp(temp, prepared.target)
+    log.info("store.replaced", store=prepared.store, path=prepared.path, bytes=prepared.after_size,
+             sha256=prepared.after_sha256, **clock)
     return durable.identity(prepared.target)
 
 
-def _put_back(replaced: list[tuple[PreparedStore, durable.FileIdentity | None]]) -> list[str]:
-    """Return replaced stores to their old bytes; the list of what could not be put back."""
+Replaced = list[tuple[PreparedStore, durable.FileIdentity | None, str | None]]
+"""Stores this run replaced: the store, the identity of our new file, and its backup."""
+
+
+def _put_back(replaced: Replaced) -> list[str]:
+    """Return replaced stores to their old bytes (from their backups); what could not be."""
     failures = []
-    for prepared, ours in reversed(replaced):
+    for prepared, ours, backup in reversed(replaced):
         try:
             if durable.identity(prepared.target) != ours:
                 failures.append(f"{prepared.path} (changed again since this run replaced it)")
@@ -251,11 +202,37 @@ def _put_back(replaced: list[tuple[PreparedStore, durable.FileIdentity | None]])
             if prepared.before is None:
                 durable.remove(prepared.target)
             else:
-                durable.atomic_replace(prepared.target, prepared.before.data, mode=prepared.before.mode)
-            log.info("store.put_back", store=prepared.kind.name, path=prepared.path)
+                assert backup is not None
+                saved = durable.read_snapshot(backup)
+                if saved is None or saved.sha256 != prepared.before.sha256:
+                    failures.append(f"{prepared.path} (its backup {backup} does not hold the old bytes)")
+                    continue
+                durable.atomic_replace(prepared.target, saved.data, mode=prepared.before.mode)
+            log.info("store.put_back", store=prepared.store, path=prepared.path)
         except OSError as exc:
             failures.append(f"{prepared.path} ({exc.strerror})")
     return failures
+
+
+def _prepare_all(
+    settings: Settings, allow_empty: bool, strict: bool, known: dict[str, Known]
+) -> list[PreparedStore]:
+    """Prepare every store (in parallel when big); if any cannot be, discard what the others
+    prepared and raise the first failure in store order."""
+    jobs = [(s.kind, s.path, allow_empty, strict, known.get(s.path)) for s in settings.stores]
+    sizes = [durable.size_of(os.path.realpath(s.path)) for s in settings.stores]
+    outcomes = workers.map_stores(_prepare_job, jobs, sizes)
+    prepared = [o for o in outcomes if isinstance(o, PreparedStore)]
+    failures = [o for o in outcomes if not isinstance(o, PreparedStore)]
+    if failures:
+        for done in prepared:
+            done.discard()
+        raise failures[0]
+    return prepared
+
+
+def _prepare_job(store: str, path: str, allow_empty: bool, strict: bool, known: Known | None) -> PreparedStore:
+    return prepare(store, path, allow_empty=allow_empty, strict=strict, known=known)
 
 
 def run(
@@ -267,72 +244,87 @@ def run(
     clock: Clock = _utc_now,
 ) -> RunResult:
     """Backfill every store: prepare all, back up all, write a pending manifest, replace, complete."""
-    kinds_paths = [(store_kind(s.kind), s.path) for s in settings.stores]
-    with locked([path for _, path in kinds_paths], lock_timeout):
-        _remove_leftovers([path for _, path in kinds_paths], settings.work_dir)
-        prepared = [prepare(kind, path, allow_empty=allow_empty, strict=strict) for kind, path in kinds_paths]
-        moment, backup_dir = _reserve_stamp(settings, clock)
-        stamp = _stamp(moment)
-        entries = [
-            StoreEntry(
-                store=p.kind.name,
-                path=p.path,
-                existed=p.before is not None,
-                backup_path=_write_backup(p, stamp, backup_dir),
-                before_sha256=None if p.before is None else p.before.sha256,
-                after_sha256=p.after_sha256,
-                changed=p.changed,
-                counts=p.counts,
-                validation_problems=p.report.unreadable,
-            )
-            for p in prepared
-        ]
-        record = Manifest(
-            generated_at=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            stores=entries,
-            status=PENDING,
-            tool_version=__version__,
-            transform_version=transform.TRANSFORM_VERSION,
-            backup_dir=backup_dir,
-        )
-        manifest_path = os.path.join(settings.manifests_dir, f"{stamp}.json")
-        durable.create_new(manifest_path, record.to_bytes())
-        log.info("manifest.written", path=manifest_path, status=PENDING)
-        replaced: list[tuple[PreparedStore, durable.FileIdentity | None]] = []
+    paths = [s.path for s in settings.stores]
+    with locked(paths, lock_timeout):
+        _remove_leftovers(paths, settings.work_dir)
+        prepared = _prepare_all(settings, allow_empty, strict, _known_results(settings))
         try:
+            return _backup_and_replace(settings, prepared, clock)
+        finally:
             for p in prepared:
-                if not p.changed:
-                    log.info("store.unchanged", store=p.kind.name, path=p.path, sha256=p.after_sha256)
-                    continue
-                try:
-                    replaced.append((p, _replace(p)))
-                except (OSError, StoreMigrateError):
-                    # A failure after the rename (fsync of the directory) leaves our bytes in place.
-                    if _holds(p.target, p.after_sha256):
-                        replaced.append((p, durable.identity(p.target)))
-                    raise
-        except (OSError, StoreMigrateError) as exc:
-            raise _fail(record, manifest_path, replaced, exc) from exc
-        record.status = COMPLETE
-        try:
-            durable.atomic_replace(manifest_path, record.to_bytes())
-        except OSError as exc:
-            raise RunFailed(
-                f"every store was migrated, but manifest {manifest_path} could not be marked complete: "
-                f"{describe_os_error(exc)}",
-                hint="rerun the backfill (nothing will change and a complete manifest is written), "
-                f"or roll back with {manifest_path}",
-            ) from exc
-        log.info("manifest.written", path=manifest_path, status=COMPLETE)
+                p.discard()
+
+
+def _backup_and_replace(settings: Settings, prepared: list[PreparedStore], clock: Clock) -> RunResult:
+    moment, backup_dir = _reserve_stamp(settings, clock)
+    stamp = _stamp(moment)
+    backups = _in_threads(lambda p: _write_backup(p, stamp, backup_dir), prepared)
+    entries = [
+        StoreEntry(
+            store=p.store,
+            path=p.path,
+            existed=p.before is not None,
+            backup_path=backup,
+            before_sha256=None if p.before is None else p.before.sha256,
+            after_sha256=p.after_sha256,
+            changed=p.changed,
+            counts=p.counts,
+            validation_problems=p.report.unreadable,
+        )
+        for p, backup in zip(prepared, backups, strict=True)
+    ]
+    record = Manifest(
+        generated_at=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        stores=entries,
+        status=PENDING,
+        tool_version=__version__,
+        transform_version=transform.TRANSFORM_VERSION,
+        backup_dir=backup_dir,
+    )
+    manifest_path = os.path.join(settings.manifests_dir, f"{stamp}.json")
+    durable.create_new(manifest_path, record.to_bytes())
+    log.info("manifest.written", path=manifest_path, status=PENDING)
+    replaced: Replaced = []
+    try:
+        for p, backup in zip(prepared, backups, strict=True):
+            if not p.changed:
+                log.info("store.unchanged", store=p.store, path=p.path, sha256=p.after_sha256)
+                continue
+            try:
+                replaced.append((p, _replace(p), backup))
+            except (OSError, StoreMigrateError):
+                # A failure after the rename (fsync of the directory) leaves our bytes in place.
+                if _holds(p.target, p.after_sha256):
+                    replaced.append((p, durable.identity(p.target), backup))
+                raise
+    except (OSError, StoreMigrateError) as exc:
+        raise _fail(record, manifest_path, replaced, exc) from exc
+    record.status = COMPLETE
+    try:
+        durable.atomic_replace(manifest_path, record.to_bytes())
+    except OSError as exc:
+        raise RunFailed(
+            f"every store was migrated, but manifest {manifest_path} could not be marked complete: "
+            f"{describe_os_error(exc)}",
+            hint="rerun the backfill (nothing will change and a complete manifest is written), "
+            f"or roll back with {manifest_path}",
+        ) from exc
+    log.info("manifest.written", path=manifest_path, status=COMPLETE)
     return RunResult(manifest_path, backup_dir, record, prepared)
 
 
-def _fail(
-    record: Manifest,
-    manifest_path: str,
-    replaced: list[tuple[PreparedStore, durable.FileIdentity | None]],
-    exc: Exception,
-) -> StoreMigrateError:
+def _in_threads(work: Callable[[PreparedStore], Result], items: list[PreparedStore]) -> list[Result]:
+    """`work` on every item, in threads when the files are big (copying and hashing release the
+    GIL); the first exception is raised after all have finished."""
+    if sum(p.before.size for p in items if p.before) < workers.PARALLEL_BYTES:
+        return [work(p) for p in items]
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        futures = [pool.submit(work, p) for p in items]
+        wait(futures)
+    return [f.result() for f in futures]
+
+
+def _fail(record: Manifest, manifest_path: str, replaced: Replaced, exc: Exception) -> StoreMigrateError:
     """Undo a run that failed part-way and describe what happened."""
     cause = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
     failures = _put_back(replaced)
@@ -347,7 +339,7 @@ def _fail(
         durable.atomic_replace(manifest_path, record.to_bytes())
     except OSError as write_error:
         log.error("manifest.not_updated", path=manifest_path, error=str(write_error))
-    log.error("run.failed", manifest=manifest_path, cause=cause, put_back=[p.path for p, _ in replaced])
+    log.error("run.failed", manifest=manifest_path, cause=cause, put_back=[p.path for p, _, _ in replaced])
     if isinstance(exc, ConcurrentWrite):
         exc.message += f"; stores this run had replaced were put back (manifest {manifest_path})"
         return exc
@@ -409,7 +401,7 @@ def _verify_store(entry: StoreEntry, *, canonical: bool) -> StoreCheck:
     kind = store_kind(entry.store)
     with timed() as clock:
         try:
-            live = _read_store(entry.store, entry.path)
+            live = read_store(entry.store, entry.path)
         except StoreMigrateError as exc:
             check.problems.append(exc.message)
             return check
@@ -428,8 +420,8 @@ def _verify_store(entry: StoreEntry, *, canonical: bool) -> StoreCheck:
             # This tool writes canonical (indented) bytes; anything else is indented first so the
             # nesting rule sees every level.
             as_written = canonical and live.sha256 == entry.after_sha256
-            indented = live.data if as_written else jsonio.indented(live.data)
-            check.report = _validated(entry.store, entry.path, value, indented)
+            indented = live.data if as_written else jsonio.indent(live.data)
+            check.report = validated(entry.store, entry.path, value, indented)
             if isinstance(value, dict):
                 actual = transform.counts(kind, value)
                 for name in sorted(set(actual) | set(entry.counts)):
@@ -502,7 +494,7 @@ def _read_backup(entry: StoreEntry) -> tuple[durable.Snapshot | None, str | None
 
 def _plan(entry: StoreEntry, force: bool) -> tuple[RollbackAction, str | None]:
     """What rollback would do for one store, or why it must not."""
-    live = _read_store(entry.store, os.path.realpath(entry.path))
+    live = read_store(entry.store, os.path.realpath(entry.path))
     action = RollbackAction(entry.store, entry.path, "skipped", live=live)
     drift = live is not None and live.sha256 not in (entry.after_sha256, entry.before_sha256)
     if entry.existed:
@@ -626,7 +618,7 @@ def check(kind_name: str, paths: list[str], *, limit: int = validate.DEFAULT_LIM
     results = []
     for path in paths:
         report = validate.Report(kind.name)
-        snapshot = _read_store(kind.name, path)
+        snapshot = read_store(kind.name, path)
         failure = None
         if snapshot is None:
             failure = "the file does not exist"
@@ -639,7 +631,7 @@ def check(kind_name: str, paths: list[str], *, limit: int = validate.DEFAULT_LIM
                 where = exc.position(snapshot.data)
                 failure = f"does not parse: {exc.reason}" + (f" at {where}" if where else "")
             else:
-                report = _validated(kind.name, path, value, jsonio.indented(snapshot.data), limit)
+                report = validated(kind.name, path, value, jsonio.indent(snapshot.data), limit)
         if failure:
             report.unreadable, report.problems = 1, [validate.Problem("$", failure)]
             log.warning("store.validated", store=kind.name, path=path, readable=False, unreadable=1,

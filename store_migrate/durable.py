@@ -87,6 +87,14 @@ def hash_file(path: str) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def size_of(path: str) -> int:
+    """A file's size in bytes; 0 when it does not exist."""
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
 def identity(path: str) -> FileIdentity | None:
     try:
         return FileIdentity.of(os.stat(path))
@@ -155,10 +163,15 @@ def unlink(path: str) -> None:
     os.unlink(path)
 
 
-def _write_temp(directory: str, name: str, data: bytes, mode: int, owner: tuple[int, int] | None) -> str:
-    """Write `data` to a new temporary file in `directory`, fsynced; return its path."""
+def _open_temp(directory: str, name: str) -> tuple[str, int]:
+    """A new temporary file beside `directory/name`, named so a later run can recognise it."""
     temp = os.path.join(directory, f".{name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    return temp, os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+
+
+def write_temp(directory: str, name: str, data: bytes, mode: int, owner: tuple[int, int] | None) -> str:
+    """Write `data` to a new temporary file in `directory`, fsynced; return its path."""
+    temp, fd = _open_temp(directory, name)
     try:
         try:
             write_all(fd, data)
@@ -169,12 +182,12 @@ def _write_temp(directory: str, name: str, data: bytes, mode: int, owner: tuple[
         finally:
             os.close(fd)
     except BaseException:
-        _discard(temp)
+        discard(temp)
         raise
     return temp
 
 
-def _discard(path: str) -> None:
+def discard(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
 
@@ -182,24 +195,74 @@ def _discard(path: str) -> None:
 def atomic_replace(path: str, data: bytes, *, mode: int = FILE_MODE, owner: tuple[int, int] | None = None) -> None:
     """Replace (or create) `path` with `data` atomically and durably."""
     directory, name = os.path.split(os.path.abspath(path))
-    temp = _write_temp(directory, name, data, mode, owner)
-    try:
-        rename(temp, path)
-    except BaseException:
-        _discard(temp)
-        raise
-    fsync_dir(directory)
+    commit_temp(write_temp(directory, name, data, mode, owner), path)
 
 
 def create_new(path: str, data: bytes, *, mode: int = FILE_MODE) -> None:
     """Create `path` with `data` atomically and durably; FileExistsError if it exists."""
     directory, name = os.path.split(os.path.abspath(path))
-    temp = _write_temp(directory, name, data, mode, None)
+    temp = write_temp(directory, name, data, mode, None)
     try:
         link(temp, path)
     finally:
-        _discard(temp)
+        discard(temp)
     fsync_dir(directory)
+
+
+def commit_temp(temp: str, target: str) -> None:
+    """Rename a temp file written by write_temp over its target, durably; the temp is gone after."""
+    try:
+        rename(temp, target)
+    except BaseException:
+        discard(temp)
+        raise
+    fsync_dir(os.path.dirname(os.path.abspath(target)))
+
+
+def copy_range(source_fd: int, target_fd: int, count: int) -> int:
+    return os.copy_file_range(source_fd, target_fd, count)
+
+
+def _copy(source_fd: int, target_fd: int) -> None:
+    """Copy a whole file in the kernel; where copy_file_range is not supported between these two
+    filesystems, through a buffer."""
+    try:
+        while copy_range(source_fd, target_fd, 1 << 30):
+            pass
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+    os.lseek(source_fd, 0, os.SEEK_SET)
+    os.ftruncate(target_fd, 0)
+    os.lseek(target_fd, 0, os.SEEK_SET)
+    while chunk := os.read(source_fd, _CHUNK * 8):
+        write_all(target_fd, chunk)
+
+
+def copy_new(source: str, path: str, *, mode: int = FILE_MODE) -> None:
+    """Copy `source` to a new file `path` (FileExistsError if it exists) atomically and durably,
+    in the kernel (copy_file_range), without holding the bytes in memory."""
+    directory, name = os.path.split(os.path.abspath(path))
+    temp, fd = _open_temp(directory, name)
+    try:
+        try:
+            with open(source, "rb") as handle:
+                _copy(handle.fileno(), fd)
+            os.fchmod(fd, mode)
+            fsync(fd)
+        finally:
+            os.close(fd)
+        link(temp, path)
+    finally:
+        discard(temp)
+    fsync_dir(directory)
+
+
+def link_new(existing: str, path: str) -> None:
+    """Give an existing (never modified) file a second name, durably; FileExistsError if taken."""
+    link(existing, path)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 def remove(path: str) -> None:
@@ -212,8 +275,17 @@ _TEMP_NAME = re.compile(r"\A\.(?P<name>.+)" + re.escape(TEMP_MARK) + r"(?P<pid>\
 
 
 def _alive(pid: int) -> bool:
+    """Whether a process is running (a zombie, dead but not yet reaped, is not)."""
     if pid == os.getpid():
         return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            state = stat_file.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -223,9 +295,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_leftover_temps(directory: str, *, only_for: str | None = None) -> list[str]:
+def remove_leftover_temps(directory: str, *, only_for: str | None = None, locked: bool = False) -> list[str]:
     """Remove the temporary files that killed runs left in `directory` (only those of `only_for`,
-    a file name, when given). A temp file whose writer is still alive is left alone."""
+    a file name, when given). A temp file whose writer is still running is left alone, unless the
+    caller holds the lock that every writer of such files holds (`locked`)."""
     try:
         entries = os.listdir(directory)
     except (FileNotFoundError, NotADirectoryError):
@@ -233,8 +306,10 @@ def remove_leftover_temps(directory: str, *, only_for: str | None = None) -> lis
     removed = []
     for entry in entries:
         match = _TEMP_NAME.match(entry)
-        if match is None or (only_for is not None and match["name"] != only_for) or _alive(int(match["pid"])):
+        if match is None or (only_for is not None and match["name"] != only_for):
             continue
-        _discard(os.path.join(directory, entry))
+        if not locked and _alive(int(match["pid"])):
+            continue
+        discard(os.path.join(directory, entry))
         removed.append(os.path.join(directory, entry))
     return removed

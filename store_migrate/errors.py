@@ -6,6 +6,8 @@ and exits with `exit_code`.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class StoreMigrateError(Exception):
     """Base of every error an operator can see. `exit_code` is what the CLI exits with."""
@@ -19,6 +21,17 @@ class StoreMigrateError(Exception):
 
     def __str__(self) -> str:
         return self.message if self.hint is None else f"{self.message} ({self.hint})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross from worker processes: rebuild them from their fields, whatever __init__ takes.
+        return (_rebuild, (type(self), dict(self.__dict__), self.args))
+
+
+def _rebuild(cls: type[StoreMigrateError], state: dict[str, Any], args: tuple[Any, ...]) -> StoreMigrateError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class SchemaFileError(StoreMigrateError):

@@ -93,11 +93,17 @@ def _diagnose(data: bytes, exc: Exception) -> JsonError:
 
 def encode(value: Any) -> bytes:
     """The canonical bytes of `value`."""
-    return msgspec.json.format(_encoder.encode(value), indent=2)
+    return indent(encode_compact(value))
 
 
-def indented(data: bytes) -> bytes:
-    """Valid JSON bytes re-laid with two-space indentation (key order kept), for nesting_too_deep."""
+def encode_compact(value: Any) -> bytes:
+    """`value` as compact JSON with keys sorted by code point (the canonical form before layout)."""
+    return _encoder.encode(value)
+
+
+def indent(data: bytes) -> bytes:
+    """Valid JSON bytes laid out one member per line with two-space indentation, key order kept.
+    Applied to `encode_compact` output this gives the canonical bytes."""
     return msgspec.json.format(data, indent=2)
 
 

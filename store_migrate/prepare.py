@@ -1,0 +1,202 @@
+"""One store made ready to be replaced: read, parsed, transformed, validated, encoded, and its new
+bytes written (fsynced) to a temporary file beside it. Nothing is replaced here.
+
+This is the heavy part of a run, so it is a plain function of picklable arguments that returns
+a small picklable result (no store bytes): `workers.map_stores` runs it in worker processes when
+the stores are big. Memory stays near the parsed tree of one store: the input bytes are dropped
+once parsed, and the tree is dropped before the compact encoding is laid out with indentation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from . import durable, jsonio, transform, validate
+from .errors import StoreMigrateError, StoreRefused
+from .logs import timed
+from .stores import store_kind
+
+log = structlog.get_logger("store_migrate")
+
+
+@dataclass(frozen=True)
+class Before:
+    """The store file as it was read (its bytes are not kept)."""
+
+    sha256: str
+    size: int
+    identity: durable.FileIdentity
+    mode: int
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True)
+class Known:
+    """What an earlier complete run of the same transform recorded about a store's bytes."""
+
+    after_sha256: str
+    counts: dict[str, int]
+    validation_problems: int
+    manifest: str
+
+
+@dataclass
+class PreparedStore:
+    store: str
+    path: str
+    target: str
+    """Where bytes are written: `path` with symlinks resolved (a link stays a link)."""
+    before: Before | None
+    after_sha256: str
+    after_size: int
+    temp: str | None
+    """The new bytes, written and fsynced beside the target; None when nothing changes."""
+    counts: dict[str, int]
+    report: validate.Report
+    added_keys: list[str] = field(default_factory=list)
+    replaced_keys: list[str] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    reused: str | None = None
+    """The manifest whose record proved these bytes already migrated (nothing was parsed)."""
+
+    @property
+    def changed(self) -> bool:
+        return self.before is None or self.before.sha256 != self.after_sha256
+
+    def discard(self) -> None:
+        """Remove the prepared temporary file (a run that stops before replacing this store)."""
+        if self.temp is not None:
+            durable.discard(self.temp)
+            self.temp = None
+
+
+def read_store(store: str, path: str) -> durable.Snapshot | None:
+    """The store's bytes, or None when it does not exist; a clear error for anything else."""
+    try:
+        return durable.read_snapshot(path)
+    except IsADirectoryError:
+        raise StoreMigrateError(
+            f"[{store}] {path} is not a regular file", hint="point the store variable at the store's JSON file"
+        ) from None
+    except PermissionError as exc:
+        raise StoreMigrateError(f"[{store}] cannot read {path}: {exc.strerror}") from None
+
+
+def validated(
+    store: str, path: str, value: object, indented: bytes | None, limit: int = validate.DEFAULT_LIMIT
+) -> validate.Report:
+    """Validate a parsed store and log the verdict (pointers and reasons only, never values)."""
+    with timed() as clock:
+        report = validate.validate(store, value, indented, limit=limit)
+    level = log.info if report.readable else log.warning
+    level(
+        "store.validated", store=store, path=path, readable=report.readable,
+        unreadable=report.unreadable, problems=[f"{p.pointer}: {p.message}" for p in report.problems], **clock,
+    )
+    return report
+
+
+def _refuse(store: str, path: str, reason: str, position: str | None) -> StoreRefused:
+    log.warning("store.refused", store=store, path=path, reason=reason, position=position)
+    return StoreRefused(path, reason, position=position)
+
+
+def prepare(
+    store: str,
+    path: str,
+    *,
+    allow_empty: bool = False,
+    strict: bool = False,
+    known: Known | None = None,
+) -> PreparedStore:
+    """Make one store ready. Raises StoreRefused (nothing written) when it cannot be migrated
+    without losing data, or when `strict` and the service could not read a record of it."""
+    kind = store_kind(store)
+    target = os.path.realpath(path)
+    with timed() as clock:
+        snapshot = read_store(store, target)
+    before = None if snapshot is None else Before(
+        snapshot.sha256, len(snapshot.data), snapshot.identity, snapshot.mode, snapshot.uid, snapshot.gid
+    )
+    log.info(
+        "store.read", store=store, path=path, existed=before is not None,
+        bytes=None if before is None else before.size, sha256=None if before is None else before.sha256, **clock,
+    )
+    if before is not None and known is not None and before.sha256 == known.after_sha256:
+        return _already_migrated(store, path, target, before, known, strict)
+    data = b"" if snapshot is None else snapshot.data
+    del snapshot
+    if before is not None and not data and not allow_empty:
+        raise _refuse(store, path, "the file is empty (pass --allow-empty to treat it as an empty store)", None)
+    with timed() as clock:
+        try:
+            value: Any = jsonio.decode(data) if data else {}
+        except jsonio.JsonError as exc:
+            raise _refuse(store, path, exc.reason, exc.position(data)) from None
+        del data
+        try:
+            result = transform.backfill(kind, value)
+        except transform.ShapeRefusal as exc:
+            raise _refuse(store, path, exc.reason, exc.pointer) from None
+        counts = transform.counts(kind, result.value)
+    report = validated(store, path, result.value, None)
+    if strict and not report.readable:
+        first = report.problems[0]
+        raise _refuse(
+            store, path,
+            f"the service could not read {report.unreadable} record(s) after migration (--strict); "
+            f"first: {first.message}",
+            first.pointer,
+        )
+    with timed() as encode_clock:
+        compact = jsonio.encode_compact(result.value)
+        del value, result.value
+        after = jsonio.indent(compact)
+        del compact
+        if jsonio.nesting_too_deep(after):
+            raise _refuse(store, path, f"nesting too deep to parse ({jsonio.MAX_DEPTH} levels or more)", None)
+        after_sha256 = hashlib.sha256(after).hexdigest()
+    prepared = PreparedStore(
+        store, path, target, before, after_sha256, len(after), None, counts, report,
+        result.added_keys, result.replaced_keys, {c.name: c.after for c in result.counters},
+    )
+    if prepared.changed:
+        mode = durable.FILE_MODE if before is None else before.mode
+        owner = None
+        if before is not None and (before.uid, before.gid) != (os.geteuid(), os.getegid()):
+            owner = (before.uid, before.gid)
+        directory = os.path.dirname(target)
+        durable.ensure_dir(directory)
+        prepared.temp = durable.write_temp(directory, os.path.basename(target), after, stat.S_IMODE(mode), owner)
+    log.info(
+        "store.transformed", store=store, path=path, changed=prepared.changed, added_keys=prepared.added_keys,
+        replaced_keys=prepared.replaced_keys, counters=prepared.counters, counts=counts,
+        bytes=len(after), sha256=after_sha256, duration_ms=clock["duration_ms"] + encode_clock["duration_ms"],
+    )
+    return prepared
+
+
+def _already_migrated(
+    store: str, path: str, target: str, before: Before, known: Known, strict: bool
+) -> PreparedStore:
+    """These exact bytes are the output of an earlier complete run of this transform: a fixed
+    point, so nothing needs parsing; its counts and validation verdict are reused."""
+    report = validate.Report(store, unreadable=known.validation_problems)
+    if strict and not report.readable:
+        raise _refuse(
+            store, path,
+            f"the service could not read {report.unreadable} record(s) (recorded in {known.manifest}; --strict)",
+            None,
+        )
+    log.info("store.already_migrated", store=store, path=path, sha256=before.sha256, manifest=known.manifest)
+    return PreparedStore(
+        store, path, target, before, before.sha256, before.size, None, dict(known.counts), report,
+        reused=known.manifest,
+    )
