@@ -58,7 +58,9 @@ def _tree_rss_kb(pid: int) -> int:
 
 
 def measure(command: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(wall seconds, peak MB of the process tree) of one command; it must exit 0."""
+    """(wall seconds, peak MB of the process tree) of one command; it must exit 0. Dirty pages
+    left by earlier steps are written out first, so no step pays for another's writes."""
+    os.sync()
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0

@@ -36,7 +36,7 @@ def codex(target: int, rng: random.Random) -> dict[str, Any]:
     threads: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     per_thread = 20
-    for key, row in _fill(target, lambda i: (f"thread-{i}", {
+    for _, row in _fill(target, lambda i: (f"thread-{i}", {
         "message_id": f"m-{i}", "thread_id": f"thread-{i // per_thread}", "user_id": f"user-{i % 997}",
         "role": "user" if i % 2 else "assistant", "text": _words(rng, rng.randint(10, 60)), "created_at": TS,
     })):

@@ -9,10 +9,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
 
 import structlog
 
@@ -27,12 +25,11 @@ from .errors import (
 from .lock import locked
 from .logs import timed
 from .manifest import COMPLETE, PENDING, REVERTED, Manifest, StoreEntry
-from .prepare import Known, PreparedStore, prepare, read_store, validated
+from .prepare import Known, PreparedStore, check_known, prepare, read_store, validated
 from .stores import store_kind
 
 log = structlog.get_logger("store_migrate")
 Clock = Callable[[], datetime]
-Result = TypeVar("Result")
 
 
 def describe_os_error(exc: OSError) -> str:
@@ -219,9 +216,17 @@ def _prepare_all(
 ) -> list[PreparedStore]:
     """Prepare every store (in parallel when big); if any cannot be, discard what the others
     prepared and raise the first failure in store order."""
-    jobs = [(s.kind, s.path, allow_empty, strict, known.get(s.path)) for s in settings.stores]
     sizes = [durable.size_of(os.path.realpath(s.path)) for s in settings.stores]
-    outcomes = workers.map_stores(_prepare_job, jobs, sizes)
+    shortcuts = workers.in_threads(
+        lambda s: check_known(s.kind, s.path, known[s.path], strict=strict) if s.path in known else None,
+        settings.stores, sum(sizes),
+    )
+    rest = [i for i, done in enumerate(shortcuts) if done is None]
+    jobs = [(settings.stores[i].kind, settings.stores[i].path, allow_empty, strict) for i in rest]
+    full = workers.map_stores(_prepare_job, jobs, [sizes[i] for i in rest])
+    outcomes: list[PreparedStore | BaseException] = [done for done in shortcuts if done is not None]
+    for i, outcome in zip(rest, full, strict=True):
+        outcomes.insert(i, outcome)
     prepared = [o for o in outcomes if isinstance(o, PreparedStore)]
     failures = [o for o in outcomes if not isinstance(o, PreparedStore)]
     if failures:
@@ -231,8 +236,8 @@ def _prepare_all(
     return prepared
 
 
-def _prepare_job(store: str, path: str, allow_empty: bool, strict: bool, known: Known | None) -> PreparedStore:
-    return prepare(store, path, allow_empty=allow_empty, strict=strict, known=known)
+def _prepare_job(store: str, path: str, allow_empty: bool, strict: bool) -> PreparedStore:
+    return prepare(store, path, allow_empty=allow_empty, strict=strict)
 
 
 def run(
@@ -258,7 +263,8 @@ def run(
 def _backup_and_replace(settings: Settings, prepared: list[PreparedStore], clock: Clock) -> RunResult:
     moment, backup_dir = _reserve_stamp(settings, clock)
     stamp = _stamp(moment)
-    backups = _in_threads(lambda p: _write_backup(p, stamp, backup_dir), prepared)
+    total = sum(p.before.size for p in prepared if p.before)
+    backups = workers.in_threads(lambda p: _write_backup(p, stamp, backup_dir), prepared, total)
     entries = [
         StoreEntry(
             store=p.store,
@@ -311,17 +317,6 @@ def _backup_and_replace(settings: Settings, prepared: list[PreparedStore], clock
         ) from exc
     log.info("manifest.written", path=manifest_path, status=COMPLETE)
     return RunResult(manifest_path, backup_dir, record, prepared)
-
-
-def _in_threads(work: Callable[[PreparedStore], Result], items: list[PreparedStore]) -> list[Result]:
-    """`work` on every item, in threads when the files are big (copying and hashing release the
-    GIL); the first exception is raised after all have finished."""
-    if sum(p.before.size for p in items if p.before) < workers.PARALLEL_BYTES:
-        return [work(p) for p in items]
-    with ThreadPoolExecutor(max_workers=len(items)) as pool:
-        futures = [pool.submit(work, p) for p in items]
-        wait(futures)
-    return [f.result() for f in futures]
 
 
 def _fail(record: Manifest, manifest_path: str, replaced: Replaced, exc: Exception) -> StoreMigrateError:
@@ -392,19 +387,37 @@ def verify(manifest_path: str, *, strict: bool = False) -> VerifyResult:
             f"manifest {manifest_path} is {record.status}: the run that wrote it did not complete"
             + (" and put every store back" if record.status == REVERTED else "")
         )
-    checks = [_verify_store(entry, canonical=record.transform_version is not None) for entry in record.stores]
+    canonical = record.transform_version is not None
+    jobs = [(entry, canonical) for entry in record.stores]
+    sizes = [durable.size_of(entry.path) for entry in record.stores]
+    checks = []
+    for outcome in workers.map_stores(_verify_store, jobs, sizes):
+        if isinstance(outcome, BaseException):
+            raise outcome
+        checks.append(outcome)
     return VerifyResult(record, problems, checks, strict)
 
 
-def _verify_store(entry: StoreEntry, *, canonical: bool) -> StoreCheck:
+def _verify_store(entry: StoreEntry, canonical: bool) -> StoreCheck:
+    """Verify one store (in a worker process when the stores are big)."""
+    with timed() as clock:
+        check, live = _check_store(entry, canonical)
+    log.info(
+        "store.verified", store=entry.store, path=entry.path, ok=not check.problems,
+        problems=len(check.problems), sha256=None if live is None else live[0],
+        bytes=None if live is None else live[1], **clock,
+    )
+    return check
+
+
+def _check_store(entry: StoreEntry, canonical: bool) -> tuple[StoreCheck, tuple[str, int] | None]:
     check = StoreCheck(entry.store, entry.path)
     kind = store_kind(entry.store)
-    with timed() as clock:
-        try:
-            live = read_store(entry.store, entry.path)
-        except StoreMigrateError as exc:
-            check.problems.append(exc.message)
-            return check
+    try:
+        live = read_store(entry.store, entry.path)
+    except StoreMigrateError as exc:
+        check.problems.append(exc.message)
+        return check, None
     if live is None:
         check.problems.append(f"store file missing: {entry.path}")
     elif live.sha256 != entry.after_sha256:
@@ -431,12 +444,7 @@ def _verify_store(entry: StoreEntry, *, canonical: bool) -> StoreCheck:
                         )
     if entry.existed:
         check.problems.extend(_backup_problems(entry))
-    log.info(
-        "store.verified", store=entry.store, path=entry.path, ok=not check.problems,
-        problems=len(check.problems), sha256=None if live is None else live.sha256,
-        bytes=None if live is None else len(live.data), **clock,
-    )
-    return check
+    return check, None if live is None else (live.sha256, len(live.data))
 
 
 def _backup_problems(entry: StoreEntry) -> list[str]:
@@ -557,7 +565,8 @@ def rollback(
     record = manifest.load(manifest_path)
     with locked([e.path for e in record.stores], lock_timeout):
         _remove_leftovers([e.path for e in record.stores], None)
-        planned = [_plan(entry, force) for entry in record.stores]
+        total = sum(durable.size_of(e.path) + durable.size_of(e.backup_path or "") for e in record.stores)
+        planned = workers.in_threads(lambda e: _plan(e, force), record.stores, total)
         refusals = [problem for _, problem in planned if problem]
         if refusals:
             for problem in refusals:
@@ -565,8 +574,7 @@ def rollback(
             raise RollbackRefused("rollback refused, nothing was changed:\n  " + "\n  ".join(refusals))
         actions = [action for action, _ in planned]
         stamp = _stamp(clock())
-        for action in actions:
-            _apply(action, record, manifest_path, stamp)
+        workers.in_threads(lambda a: _apply(a, record, manifest_path, stamp), actions, total)
     return RollbackResult(record, actions)
 
 

@@ -114,7 +114,6 @@ def prepare(
     *,
     allow_empty: bool = False,
     strict: bool = False,
-    known: Known | None = None,
 ) -> PreparedStore:
     """Make one store ready. Raises StoreRefused (nothing written) when it cannot be migrated
     without losing data, or when `strict` and the service could not read a record of it."""
@@ -129,8 +128,6 @@ def prepare(
         "store.read", store=store, path=path, existed=before is not None,
         bytes=None if before is None else before.size, sha256=None if before is None else before.sha256, **clock,
     )
-    if before is not None and known is not None and before.sha256 == known.after_sha256:
-        return _already_migrated(store, path, target, before, known, strict)
     data = b"" if snapshot is None else snapshot.data
     del snapshot
     if before is not None and not data and not allow_empty:
@@ -181,6 +178,26 @@ def prepare(
         bytes=len(after), sha256=after_sha256, duration_ms=clock["duration_ms"] + encode_clock["duration_ms"],
     )
     return prepared
+
+
+def check_known(store: str, path: str, known: Known, *, strict: bool = False) -> PreparedStore | None:
+    """A rerun's shortcut: hash the store without holding it in memory; when the bytes are the
+    ones `known` records, the store is already migrated and nothing needs parsing. None when
+    the store must be prepared in full."""
+    target = os.path.realpath(path)
+    try:
+        st = os.stat(target)
+        with timed() as clock:
+            sha256, size = durable.hash_file(target)
+        st_after = os.stat(target)
+    except FileNotFoundError:
+        return None
+    identity = durable.FileIdentity.of(st)
+    if sha256 != known.after_sha256 or durable.FileIdentity.of(st_after) != identity or not stat.S_ISREG(st.st_mode):
+        return None
+    before = Before(sha256, size, identity, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+    log.info("store.read", store=store, path=path, existed=True, bytes=size, sha256=sha256, **clock)
+    return _already_migrated(store, path, target, before, known, strict)
 
 
 def _already_migrated(

@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 from .errors import StoreMigrateError
@@ -24,6 +24,7 @@ PARALLEL_BYTES = 16 * 2**20
 """Below this many bytes of stores in all, everything runs in this process."""
 
 Result = TypeVar("Result")
+Item = TypeVar("Item")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -65,3 +66,15 @@ def _result(future: Future[Any]) -> Any:
         return future.result()
     except (StoreMigrateError, OSError) as exc:  # raised by the caller after cleaning up
         return exc
+
+
+def in_threads(work: Callable[[Item], Result], items: Sequence[Item], total_bytes: int) -> list[Result]:
+    """`work(item)` for every item, in threads when the files are big (reading, hashing, copying
+    and writing release the GIL); the first exception is raised after every item has finished,
+    so nothing is left running behind the caller's back."""
+    if total_bytes < PARALLEL_BYTES or len(items) < 2:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        futures = [pool.submit(work, item) for item in items]
+        wait(futures)
+    return [future.result() for future in futures]

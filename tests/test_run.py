@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -171,3 +172,42 @@ def test_usage_errors_exit_2(stores: Stores) -> None:
     assert stores.call("store-migrate", "run", "--no-such-option").returncode == 2
     assert stores.call("store-migrate", "verify").returncode == 2
     assert stores.call("store-migrate", "run", "--log-format", "xml").returncode == 2
+
+
+def test_rerun_does_not_parse_stores_a_complete_manifest_proves_migrated(stores: Stores) -> None:
+    stores.write_samples()
+    stores.call(RUN, check=0)
+    second = stores.call(RUN, check=0)
+    shortcut = [e for e in log_events(second.stderr) if e["event"] == "store.already_migrated"]
+    assert sorted(e["store"] for e in shortcut) == sorted(STORE_FILES)
+    assert not any(e["event"] == "store.transformed" for e in log_events(second.stderr))
+    first, rerun = (load_json(m) for m in stores.manifests())
+    assert [e["counts"] for e in rerun["stores"]] == [e["counts"] for e in first["stores"]]
+    assert [e["validation_problems"] for e in rerun["stores"]] == [e["validation_problems"] for e in first["stores"]]
+    # a store changed since is parsed again
+    stores.paths["auth"].write_text('{"users_by_id": {}}')
+    third = stores.call(RUN, check=0)
+    transformed = [e["store"] for e in log_events(third.stderr) if e["event"] == "store.transformed"]
+    assert transformed == ["auth"]
+
+
+def test_rerun_parses_again_when_the_manifest_came_from_another_tool_version(stores: Stores) -> None:
+    stores.write_samples()
+    stores.call(RUN, check=0)
+    manifest = stores.newest_manifest()
+    document = load_json(manifest)
+    document["tool_version"] = "0.0.1"
+    manifest.write_text(json.dumps(document))
+    again = stores.call(RUN, check=0)
+    assert not any(e["event"] == "store.already_migrated" for e in log_events(again.stderr))
+
+
+def test_identical_backups_are_hard_links(stores: Stores) -> None:
+    stores.write_samples()
+    stores.call(RUN, check=0)
+    stores.call(RUN, check=0)
+    stores.call(RUN, check=0)
+    second, third = (load_json(m) for m in stores.manifests()[1:])
+    for before, after in zip(second["stores"], third["stores"], strict=True):
+        assert os.stat(before["backup_path"]).st_ino == os.stat(after["backup_path"]).st_ino
+        assert sha256(Path(after["backup_path"])) == after["before_sha256"]

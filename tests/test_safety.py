@@ -196,7 +196,7 @@ def test_sigkill_at_many_moments_never_loses_data(stores: Stores, big_stores: Pa
     assert spawn_run(stores).wait() == 0
     duration = time.monotonic() - started
     post = stores.hashes()
-    moments = [duration * i / 12 for i in range(1, 12)]
+    moments = [duration * i / 10 for i in range(1, 16)]  # up to 1.5x: some kills land after the end
     outcomes = []
     for moment in moments:
         copy_big(big_stores, stores)
@@ -213,7 +213,7 @@ def test_sigkill_at_many_moments_never_loses_data(stores: Stores, big_stores: Pa
         stores.call("store-migrate", "run", check=0)  # the next run cleans up and succeeds
         assert temp_files(stores.root) == []
         assert stores.hashes() == post
-    assert len(set(outcomes)) >= 2, f"the kills should land in different phases of the run: {outcomes}"
+    assert None in outcomes and COMPLETE in outcomes, f"kills should land before and after the end: {outcomes}"
 
 
 def test_two_concurrent_runs_never_interleave(stores: Stores, big_stores: Path) -> None:
@@ -279,7 +279,9 @@ def test_a_live_writer_thread_stops_the_run_and_nothing_is_lost(stores: Stores, 
         while not stop.is_set():
             n += 1
             body = json.dumps({"threads": {}, "messages_by_thread": {}, "write": n}).encode()
-            durable.atomic_replace(str(stores.paths["codex_threads"]), body)
+            temp = stores.paths["codex_threads"].with_name("service-writes-here.tmp")
+            temp.write_bytes(body)  # the service's own temp file + rename, as STORES.md describes
+            os.replace(temp, stores.paths["codex_threads"])
             written.append(body)
             time.sleep(0.005)
 
