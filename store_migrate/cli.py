@@ -160,6 +160,8 @@ def verify_command(
                 )
                 for item in report.problems:
                     typer.echo(f"  {item.pointer}: {item.message}", err=True)
+                if not report.problems:
+                    typer.echo("  (as recorded by the run; `verify --strict` or `check` lists them)", err=True)
         for problem in result.problems:
             typer.echo(f"error: {problem}", err=True)
         if not result.ok:

@@ -206,3 +206,33 @@ def test_wrong_non_empty_containers_are_always_refused(kind_name: str, data: st.
         assert refused.pointer == f"$.{key}"
     else:
         raise AssertionError(f"{key}={wrong!r} was not refused")
+
+
+@settings(max_examples=150)
+@given(st.sampled_from(["auth", "codex_threads", "domain"]), st.data())
+def test_summary_from_bytes_agrees_with_a_full_parse(kind_name: str, data: st.DataObject) -> None:
+    from store_migrate import summary
+
+    kind = store_kind(kind_name)
+    value = data.draw(store_values(kind_name))
+    if data.draw(st.booleans()):
+        value = transform.backfill(kind, value).value
+    encoded = jsonio.encode(value)
+    quick = summary.summarize(kind, encoded)
+    parsed = jsonio.decode(encoded)
+    rows_are_objects = all(
+        isinstance(row, dict) for c in kind.counters for row in transform.rows_of(parsed.get(c.rows_key))
+    )
+    containers_typed = all(
+        k not in parsed or isinstance(parsed[k], {"object": dict, "array": list}[t]) for k, t in kind.containers.items()
+    )
+    nested_are_lists = all(
+        isinstance(items, list)
+        for spec in kind.counts if spec.method == "items_of_entries"
+        for items in transform.rows_of(parsed.get(spec.key))
+    )
+    if rows_are_objects and containers_typed and nested_are_lists:
+        assert quick is not None
+    if quick is not None:
+        assert quick.counts == transform.counts(kind, parsed)
+        assert quick.shape_problems == transform.shape_problems(kind, parsed)
