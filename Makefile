@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo backfill verify rollback lint bench clean
+.PHONY: install test demo backfill verify rollback prune lint bench clean
 
 install: $(STAMP)
 
@@ -43,3 +43,7 @@ clean:
 BENCH_ARGS ?=
 bench: install
 	cd bench && ../$(BIN)/python bench.py $(BENCH_ARGS)
+
+KEEP ?= 5
+prune: install
+	$(BIN)/store-migrate prune --keep $(KEEP)

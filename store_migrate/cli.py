@@ -1,17 +1,20 @@
-"""The Typer apps: `store-migrate` (run, verify, rollback) and the three drop-in entry points.
+"""The Typer apps: `store-migrate` (run, verify, rollback, check, prune) and the three drop-in
+entry points.
 
 This layer parses options, configures logging, calls one function of `commands`, prints the
 drop-in stdout lines and turns errors into exit codes: 0 success, 1 the operation failed or was
-refused, 2 the command line was wrong. Nothing else happens here.
+refused, 2 the command line was wrong. Nothing else happens here. Heavy modules are imported
+inside the commands, so `--help` stays fast.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -19,32 +22,54 @@ from . import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
+
+class LogFormat(StrEnum):
+    auto = "auto"
+    json = "json"
+    console = "console"
+
+
+class StoreKindName(StrEnum):
+    auth = "auth"
+    codex_threads = "codex_threads"
+    domain = "domain"
+
+
 LogFormatOption = Annotated[
-    str,
+    LogFormat,
     typer.Option(
         "--log-format",
         envvar="STORE_MIGRATE_LOG_FORMAT",
-        help="Structured logs on stderr: 'json' (one JSON object per line), 'console' (readable), "
-        "or 'auto' (JSON unless stderr is a terminal).",
-        show_default=True,
+        help="Structured logs on stderr: json (one JSON object per line), console (readable), "
+        "or auto (JSON unless stderr is a terminal).",
+    ),
+]
+QuietOption = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", envvar="STORE_MIGRATE_QUIET",
+        help="Only warnings and errors in the logs; the drop-in stdout lines are still printed.",
     ),
 ]
 LockTimeoutOption = Annotated[
     float,
     typer.Option(
-        "--lock-timeout",
-        envvar="STORE_MIGRATE_LOCK_TIMEOUT",
-        min=0,
+        "--lock-timeout", envvar="STORE_MIGRATE_LOCK_TIMEOUT", min=0,
         help="Seconds to wait for another run or rollback on the same stores to finish before "
         "giving up (exit 1, naming the holder's pid).",
-        show_default=True,
     ),
 ]
 ManifestArgument = Annotated[
     Path,
-    typer.Argument(
-        help="Manifest written by a backfill run: $WORK_DIR/manifests/<TIMESTAMP>.json.",
-        show_default=False,
+    typer.Argument(help="Manifest written by a backfill run: $WORK_DIR/manifests/<TIMESTAMP>.json.",
+                   show_default=False),
+]
+ReportOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--report", metavar="FILE.md",
+        help="Also write the evidence as a Markdown document for the change record (not inside "
+        "manifests/, which holds manifests only).",
     ),
 ]
 
@@ -56,15 +81,12 @@ def _fail(message: str, hint: str | None = None) -> NoReturn:
     raise typer.Exit(EXIT_FAILED)
 
 
-def _call(log_format: str, work: Callable[[], None]) -> None:
+def _call(log_format: LogFormat, quiet: bool, work: Callable[[], None]) -> None:
     """Configure logging, run `work`, and map library errors to exit code 1 without a traceback."""
     from .errors import StoreMigrateError
     from .logs import configure
 
-    if log_format not in ("auto", "json", "console"):
-        typer.echo(f"error: --log-format must be auto, json or console, not {log_format!r}", err=True)
-        raise typer.Exit(EXIT_USAGE)
-    configure(log_format)  # type: ignore[arg-type]
+    configure(log_format.value, quiet=quiet)
     # A store parses into millions of objects without reference cycles; the cyclic collector
     # only rescans them (measured on a 270 MB set of stores: run 9.4 s with it, 6.1 s without).
     gc.disable()
@@ -78,27 +100,61 @@ def _call(log_format: str, work: Callable[[], None]) -> None:
         _fail(describe_os_error(exc))
 
 
-StrictOption = Annotated[
-    bool,
-    typer.Option(
-        "--strict",
-        help="Treat records the service could not read (see `store-migrate check`) as failures "
-        "instead of warnings.",
-    ),
-]
+def _write_report(path: Path, text: str) -> None:
+    """Write a report atomically, 0600; never into a manifests/ directory."""
+    from . import durable
+
+    target = path.resolve()
+    if target.parent.name == "manifests":
+        _fail(f"refusing to write report {path} into a manifests/ directory",
+              "pipelines pick the newest file there as the manifest; write the report elsewhere")
+    durable.ensure_dir(str(target.parent))
+    durable.atomic_replace(str(target), text.encode())
+    typer.echo(f"report: {path}", err=True)
+
+
+# ----------------------------------------------------------------------------------- run
+
+
+def _print_dry_run(prepared: list[Any]) -> None:
+    for p in prepared:
+        before = "missing (would be created)" if p.before is None else f"exists, {p.before.size} bytes"
+        typer.echo(f"dry run: [{p.store}] {p.path} ({before})")
+        if p.reused:
+            typer.echo(f"  already migrated (bytes recorded by {p.reused}); nothing to parse")
+        if p.added_keys:
+            typer.echo(f"  would add keys: {', '.join(p.added_keys)}")
+        if p.replaced_keys:
+            typer.echo(f"  would replace null or the other empty container: {', '.join(p.replaced_keys)}")
+        for name, (old, new) in p.counters.items():
+            shown = "missing" if old is None else json.dumps(old)
+            typer.echo(f"  counter {name}: {shown} -> {new}")
+        if not p.report.readable:
+            typer.echo(f"  warning: the service could not read {p.report.unreadable} record(s)")
+            for item in p.report.problems:
+                typer.echo(f"    {item.pointer}: {item.message}")
+        old_size = 0 if p.before is None else p.before.size
+        change = f"yes ({old_size} -> {p.after_size} bytes)" if p.changed else "no"
+        typer.echo(f"  bytes would change: {change}")
+    typer.echo("dry run: nothing was written")
 
 
 def run_command(
     allow_empty: Annotated[
-        bool,
-        typer.Option(
-            "--allow-empty",
-            help="Treat a store file of zero bytes as an empty store instead of refusing it.",
-        ),
+        bool, typer.Option("--allow-empty", help="Treat a store file of zero bytes as an empty store instead of "
+                           "refusing it.")
     ] = False,
-    strict: StrictOption = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Refuse (nothing written) when the service could not read a record "
+                           "of a migrated store, instead of warning.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", envvar="DRY_RUN", help="Do everything but write: report per store what "
+                           "would change, and exit as a real run would. DRY_RUN=1 turns it on.")
+    ] = False,
     lock_timeout: LockTimeoutOption = 30.0,
-    log_format: LogFormatOption = "auto",
+    log_format: LogFormatOption = LogFormat.auto,
+    quiet: QuietOption = False,
 ) -> None:
     """Backfill the auth, codex-thread and domain stores to the current shape.
 
@@ -106,85 +162,111 @@ def run_command(
     the service's OA_* variables, else defaults under $ROOT_DIR); backups and the manifest go
     under $WORK_DIR. A store that cannot be migrated without losing data is refused: exit 1 and
     nothing is written. Records the service could not read after the migration are logged as
-    warnings and counted in the manifest (validation_problems); --strict refuses them. Safe to rerun.
+    warnings and counted in the manifest (validation_problems). Safe to rerun.
     """
 
     def work() -> None:
         from . import commands, config
 
-        result = commands.run(
-            config.resolve(), allow_empty=allow_empty, strict=strict, lock_timeout=lock_timeout
-        )
+        settings = config.resolve()
+        if dry_run:
+            _print_dry_run(commands.dry_run(settings, allow_empty=allow_empty, strict=strict))
+            return
+        result = commands.run(settings, allow_empty=allow_empty, strict=strict, lock_timeout=lock_timeout)
         typer.echo(f"rust-store-migrate: wrote manifest to {result.manifest_path}")
         typer.echo(f"[rust-store-backfill] manifest: {result.manifest_path}")
         typer.echo(f"[rust-store-backfill] backups: {result.backup_dir}")
 
-    _call(log_format, work)
+    _call(log_format, quiet, work)
+
+
+# -------------------------------------------------------------------------------- verify
 
 
 def verify_command(
     manifest: ManifestArgument,
     strict: Annotated[
-        bool,
-        typer.Option(
-            "--strict",
-            envvar="VERIFY_STRICT",
-            help="Fail (exit 1) when the service could not read a record of a live store; without "
-            "it such records are printed as warnings. VERIFY_STRICT=1 turns it on.",
-        ),
+        bool, typer.Option("--strict", envvar="VERIFY_STRICT", help="Parse and validate every store in full and "
+                           "fail (exit 1) when the service could not read a record; without it such records "
+                           "are warnings. VERIFY_STRICT=1 turns it on.")
     ] = False,
-    log_format: LogFormatOption = "auto",
+    baseline: Annotated[
+        Path | None, typer.Option("--baseline", metavar="OTHER_MANIFEST", help="Compare the counts with another "
+                                  "manifest (staging against production, or the previous run) and fail when one "
+                                  "dropped by more than --max-drop.")
+    ] = None,
+    max_drop: Annotated[
+        int, typer.Option("--max-drop", min=0, help="How much a count may drop against --baseline.")
+    ] = 0,
+    report: ReportOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the evidence as JSON on stdout instead of the drop-in lines.")
+    ] = False,
+    log_format: LogFormatOption = LogFormat.auto,
+    quiet: QuietOption = False,
 ) -> None:
-    """Verify the stores of a manifest: checksums, shape, counts, backups, and service readability.
+    """Verify the stores of a manifest: checksums, shape, counts, backups, service readability.
 
-    Prints `ok: [<store>] <path>` for each good store and every problem found as
-    `error: [<store>] ...` on stderr (records the service could not read: `warning: [<store>] ...`,
-    or errors with --strict). Exit 0 when all stores pass, 1 otherwise.
+    Prints `ok: [<store>] <path>` for each good store and every problem as `error: [<store>] ...`
+    on stderr (records the service could not read: `warning: [<store>] ...`, errors with
+    --strict). Exit 0 when all stores pass, 1 otherwise.
     """
 
     def work() -> None:
         from . import commands
+        from . import report as evidence
 
-        result = commands.verify(str(manifest), strict=strict)
-        for check in result.stores:
-            if not check.failed(strict):
-                typer.echo(f"ok: [{check.store}] {check.path}")
-            for problem in check.problems:
-                typer.echo(f"error: [{check.store}] {problem}", err=True)
-            report = check.report
-            if report is not None and not report.readable:
-                word = "error" if strict else "warning"
-                typer.echo(
-                    f"{word}: [{check.store}] the service cannot read {report.unreadable} record(s); first:",
-                    err=True,
-                )
-                for item in report.problems:
-                    typer.echo(f"  {item.pointer}: {item.message}", err=True)
-                if not report.problems:
-                    typer.echo("  (as recorded by the run; `verify --strict` or `check` lists them)", err=True)
-        for problem in result.problems:
-            typer.echo(f"error: {problem}", err=True)
+        result = commands.verify(str(manifest), strict=strict, baseline=None if baseline is None else str(baseline),
+                                 max_drop=max_drop)
+        document = evidence.verify_evidence(result, str(manifest))
+        if report is not None:
+            _write_report(report, evidence.markdown(document))
+        if as_json:
+            typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        else:
+            _print_verify(result, str(manifest))
         if not result.ok:
             _fail(f"rust store backfill verification failed: {manifest}",
                   "do not move traffic; roll back with this manifest if the service is affected")
-        typer.echo(f"rust store backfill verification passed: {manifest}")
+        if not as_json:
+            typer.echo(f"rust store backfill verification passed: {manifest}")
 
-    _call(log_format, work)
+    _call(log_format, quiet, work)
+
+
+def _print_verify(result: Any, manifest: str) -> None:
+    for check in result.stores:
+        if not check.failed(result.strict):
+            typer.echo(f"ok: [{check.store}] {check.path}")
+        for problem in check.problems:
+            typer.echo(f"error: [{check.store}] {problem}", err=True)
+        unread = check.report
+        if unread is not None and not unread.readable:
+            word = "error" if result.strict else "warning"
+            typer.echo(f"{word}: [{check.store}] the service cannot read {unread.unreadable} record(s); first:",
+                       err=True)
+            for item in unread.problems:
+                typer.echo(f"  {item.pointer}: {item.message}", err=True)
+            if not unread.problems:
+                typer.echo("  (as recorded by the run; `verify --strict` or `check` lists them)", err=True)
+    for problem in result.problems:
+        typer.echo(f"error: {problem}", err=True)
+
+
+# ------------------------------------------------------------------------------ rollback
 
 
 def rollback_command(
     manifest: ManifestArgument,
     force: Annotated[
-        bool,
-        typer.Option(
-            "--force",
-            help="Roll back even stores written after the migration (their sha256 matches neither "
-            "hash in the manifest). Each such file is first kept as "
-            "<store>-<TIMESTAMP>-<sha12>.pre-rollback.json beside the run's backups.",
-        ),
+        bool, typer.Option("--force", help="Roll back even stores written after the migration (their sha256 "
+                           "matches neither hash in the manifest). Each such file is first kept as "
+                           "<store>-<TIMESTAMP>-<sha12>.pre-rollback.json beside the run's backups.")
     ] = False,
+    report: ReportOption = None,
     lock_timeout: LockTimeoutOption = 30.0,
-    log_format: LogFormatOption = "auto",
+    log_format: LogFormatOption = LogFormat.auto,
+    quiet: QuietOption = False,
 ) -> None:
     """Return every store of a manifest to its state before that run.
 
@@ -194,34 +276,32 @@ def rollback_command(
 
     def work() -> None:
         from . import commands
+        from . import report as evidence
 
         result = commands.rollback(str(manifest), force=force, lock_timeout=lock_timeout)
         for action in result.actions:
             why = f" ({action.reason})" if action.action == "skipped" else ""
             typer.echo(f"{action.action}: [{action.store}] {action.path}{why}")
         typer.echo(f"rollback completed using manifest: {manifest}")
+        if report is not None:
+            _write_report(report, evidence.markdown(evidence.rollback_evidence(result, str(manifest))))
 
-    _call(log_format, work)
+    _call(log_format, quiet, work)
 
 
-class StoreKindName(StrEnum):
-    auth = "auth"
-    codex_threads = "codex_threads"
-    domain = "domain"
+# --------------------------------------------------------------------------- check, prune
 
 
 def check_command(
     files: Annotated[list[Path], typer.Argument(help="Store files to check.", show_default=False)],
     kind: Annotated[StoreKindName, typer.Option("--kind", help="Which store the files are.", show_default=False)],
     as_json: Annotated[
-        bool,
-        typer.Option("--json", help="Print a JSON array, one object per file: path, kind, readable, "
-                     "unreadable (count) and problems ([{pointer, message}])."),
+        bool, typer.Option("--json", help="Print a JSON array, one object per file: path, kind, readable, "
+                           "unreadable (count) and problems ([{pointer, message}]).")
     ] = False,
-    max_problems: Annotated[
-        int, typer.Option("--max-problems", min=1, help="Problems to show per file.", show_default=True)
-    ] = 20,
-    log_format: LogFormatOption = "auto",
+    max_problems: Annotated[int, typer.Option("--max-problems", min=1, help="Problems to show per file.")] = 20,
+    log_format: LogFormatOption = LogFormat.auto,
+    quiet: QuietOption = False,
 ) -> None:
     """Can the service read these store files? One verdict per file, with the first problems.
 
@@ -231,8 +311,6 @@ def check_command(
     """
 
     def work() -> None:
-        import json
-
         from . import commands
 
         results = commands.check(kind.value, [str(f) for f in files], limit=max_problems)
@@ -247,21 +325,54 @@ def check_command(
                 if r.report.readable:
                     typer.echo(f"readable: {r.path} ({r.kind})")
                     continue
-                typer.echo(
-                    f"not readable: {r.path} ({r.kind}): {r.report.unreadable} record(s) the service cannot read"
-                )
+                typer.echo(f"not readable: {r.path} ({r.kind}): {r.report.unreadable} record(s) the service "
+                           "cannot read")
                 for item in r.report.problems:
                     typer.echo(f"  {item.pointer}: {item.message}")
         if not all(r.report.readable for r in results):
             raise typer.Exit(EXIT_FAILED)
 
-    _call(log_format, work)
+    _call(log_format, quiet, work)
+
+
+def prune_command(
+    keep: Annotated[int, typer.Option("--keep", min=1, help="How many of the newest manifests to keep.",
+                                      show_default=False)],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")] = False,
+    log_format: LogFormatOption = LogFormat.auto,
+    quiet: QuietOption = False,
+) -> None:
+    """Remove old manifests and their backup directories from $WORK_DIR.
+
+    Never the newest --keep, and never a manifest whose stores currently hash to its after_sha256
+    (its rollback may still be needed). Prints every manifest and directory it removes.
+    """
+
+    def work() -> None:
+        from . import commands, config
+
+        result = commands.prune(config.resolve(), keep=keep, dry_run=dry_run)
+        word = "would remove" if dry_run else "removed"
+        for path in result.removed:
+            typer.echo(f"{word}: {path}")
+        for path, why in result.kept:
+            typer.echo(f"kept: {path} ({why})")
+
+    _call(log_format, quiet, work)
+
+
+# ---------------------------------------------------------------------------------- apps
 
 
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"store-migrate {__version__}")
         raise typer.Exit()
+
+
+VersionOption = Annotated[
+    bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+]
 
 
 def _single(command: Callable[..., None], name: str) -> typer.Typer:
@@ -279,15 +390,11 @@ app = typer.Typer(
 
 
 @app.callback()
-def _main(
-    version: Annotated[
-        bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
-    ] = False,
-) -> None:
+def _main(version: VersionOption = False) -> None:
     """Backfill, verify and roll back the service's JSON store files.
 
     Exit status: 0 success; 1 the operation failed or was refused; 2 the command line was wrong.
+    Shell completion: `store-migrate --install-completion`.
     """
 
 
@@ -295,6 +402,7 @@ app.command("run")(run_command)
 app.command("verify")(verify_command)
 app.command("rollback")(rollback_command)
 app.command("check")(check_command)
+app.command("prune")(prune_command)
 
 backfill_app = _single(run_command, "store-migrate-backfill")
 verify_app = _single(verify_command, "store-migrate-verify")

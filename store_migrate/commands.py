@@ -213,7 +213,7 @@ def _put_back(replaced: Replaced) -> list[str]:
 
 
 def _prepare_all(
-    settings: Settings, allow_empty: bool, strict: bool, known: dict[str, Known]
+    settings: Settings, allow_empty: bool, strict: bool, known: dict[str, Known], write: bool = True
 ) -> list[PreparedStore]:
     """Prepare every store (in parallel when big); if any cannot be, discard what the others
     prepared and raise the first failure in store order."""
@@ -223,7 +223,7 @@ def _prepare_all(
         settings.stores, sum(sizes),
     )
     rest = [i for i, done in enumerate(shortcuts) if done is None]
-    jobs = [(settings.stores[i].kind, settings.stores[i].path, allow_empty, strict) for i in rest]
+    jobs = [(settings.stores[i].kind, settings.stores[i].path, allow_empty, strict, write) for i in rest]
     full = workers.map_stores(_prepare_job, jobs, [sizes[i] for i in rest])
     outcomes: list[PreparedStore | BaseException] = [done for done in shortcuts if done is not None]
     for i, outcome in zip(rest, full, strict=True):
@@ -237,8 +237,8 @@ def _prepare_all(
     return prepared
 
 
-def _prepare_job(store: str, path: str, allow_empty: bool, strict: bool) -> PreparedStore:
-    return prepare(store, path, allow_empty=allow_empty, strict=strict)
+def _prepare_job(store: str, path: str, allow_empty: bool, strict: bool, write: bool) -> PreparedStore:
+    return prepare(store, path, allow_empty=allow_empty, strict=strict, write=write)
 
 
 def run(
@@ -259,6 +259,15 @@ def run(
         finally:
             for p in prepared:
                 p.discard()
+
+
+def dry_run(settings: Settings, *, allow_empty: bool = False, strict: bool = False) -> list[PreparedStore]:
+    """Everything a run does but write: each store read, checked, transformed, validated and
+    encoded in memory. Refuses exactly as a run would. Leaves no file behind (no backup, manifest
+    or temporary file; the lock is a kernel lock on the directory, not a file)."""
+    prepared = _prepare_all(settings, allow_empty, strict, _known_results(settings), write=False)
+    log.info("run.dry", stores=[p.store for p in prepared], would_change=[p.store for p in prepared if p.changed])
+    return prepared
 
 
 def _backup_and_replace(settings: Settings, prepared: list[PreparedStore], clock: Clock) -> RunResult:
@@ -356,6 +365,9 @@ class StoreCheck:
     """Each problem is one message; continuation lines start with two spaces."""
     report: validate.Report | None = None
     """Can the service read the live file? (None when it could not be parsed at all.)"""
+    live_sha256: str | None = None
+    backup_ok: bool | None = None
+    """Whether the backup exists and hashes to before_sha256 (None: the store did not exist)."""
 
     def failed(self, strict: bool) -> bool:
         return bool(self.problems) or (strict and self.report is not None and not self.report.readable)
@@ -378,10 +390,14 @@ def _sha_problem(what: str, expected: str | None, actual: str) -> str:
     return f"{what}\n  expected: {expected}\n  actual:   {actual}"
 
 
-def verify(manifest_path: str, *, strict: bool = False) -> VerifyResult:
+def verify(
+    manifest_path: str, *, strict: bool = False, baseline: str | None = None, max_drop: int = 0
+) -> VerifyResult:
     """Check every store of a manifest: checksum, shape, counts, its backup, and whether the
-    service can read it (a failure with `strict`, else a warning). Reports every problem."""
+    service can read it (a failure with `strict`, else a warning). With `baseline` (another
+    manifest), any count that dropped by more than `max_drop` fails. Reports every problem."""
     record = manifest.load(manifest_path)
+    earlier = None if baseline is None else manifest.load(baseline)
     problems = []
     if not record.complete:
         problems.append(
@@ -396,7 +412,22 @@ def verify(manifest_path: str, *, strict: bool = False) -> VerifyResult:
         if isinstance(outcome, BaseException):
             raise outcome
         checks.append(outcome)
+    if earlier is not None:
+        assert baseline is not None
+        before = {e.store: e.counts for e in earlier.stores}
+        for entry, check in zip(record.stores, checks, strict=True):
+            check.problems.extend(_drops(before.get(entry.store, {}), entry.counts, baseline, max_drop))
     return VerifyResult(record, problems, checks, strict)
+
+
+def _drops(baseline: dict[str, int], now: dict[str, int], source: str, max_drop: int) -> list[str]:
+    """The runbook's "unexpected data drops": counts that fell by more than `max_drop`."""
+    return [
+        f"count {name} dropped by {old - now[name]} against baseline {source} "
+        f"({old} -> {now[name]}; --max-drop {max_drop})"
+        for name, old in sorted(baseline.items())
+        if name in now and old - now[name] > max_drop
+    ]
 
 
 def _verify_store(entry: StoreEntry, canonical: bool, strict: bool) -> StoreCheck:
@@ -428,8 +459,11 @@ def _check_store(entry: StoreEntry, canonical: bool, strict: bool) -> tuple[Stor
             live = None
         else:
             _check_live(check, kind, entry, live, canonical, strict)
+            check.live_sha256 = None if live is None else live.sha256
         if backup is not None:
-            check.problems.extend(backup.result())
+            backup_problems = backup.result()
+            check.backup_ok = not backup_problems
+            check.problems.extend(backup_problems)
     return check, None if live is None else (live.sha256, len(live.data))
 
 
@@ -671,3 +705,58 @@ def check(kind_name: str, paths: list[str], *, limit: int = validate.DEFAULT_LIM
                         problems=[f"$: {failure}"])
         results.append(FileCheck(path, kind.name, report))
     return results
+
+
+# ------------------------------------------------------------------------------------- prune
+
+
+@dataclass
+class PruneResult:
+    removed: list[str] = field(default_factory=list)
+    """Manifests and backup directories removed."""
+    kept: list[tuple[str, str]] = field(default_factory=list)
+    """Manifests kept, each with the reason."""
+
+
+def prune(settings: Settings, *, keep: int, dry_run: bool = False) -> PruneResult:
+    """Remove old manifests and their backup directories: never the newest `keep`, never one
+    whose stores currently hash to its after_sha256 (its rollback may still be needed)."""
+    result = PruneResult()
+    hashes: dict[str, str | None] = {}
+
+    def current(path: str) -> str | None:
+        if path not in hashes:
+            try:
+                hashes[path] = durable.hash_file(path)[0]
+            except OSError:
+                hashes[path] = None
+        return hashes[path]
+
+    directory = settings.manifests_dir
+    names = sorted(n for n in os.listdir(directory) if n.endswith(".json")) if os.path.isdir(directory) else []
+    newest = set(names[-keep:]) if keep > 0 else set()
+    for name in names:
+        path = os.path.join(directory, name)
+        if name in newest:
+            result.kept.append((path, f"one of the newest {keep}"))
+            continue
+        try:
+            record = manifest.load(path)
+        except StoreMigrateError as exc:
+            result.kept.append((path, f"unreadable, left for a person to look at: {exc.message}"))
+            continue
+        live = [e.store for e in record.stores if current(e.path) == e.after_sha256]
+        if live:
+            result.kept.append((path, f"{', '.join(live)} still hold its after_sha256: its rollback may be needed"))
+            continue
+        backups = record.backup_dir or os.path.join(settings.backups_root, name.removesuffix(".json"))
+        if not dry_run:
+            durable.remove(path)
+            if os.path.isdir(backups) and os.path.dirname(os.path.abspath(backups)) == settings.backups_root:
+                for leftover in os.listdir(backups):
+                    durable.remove(os.path.join(backups, leftover))
+                os.rmdir(backups)
+                durable.fsync_dir(settings.backups_root)
+        log.info("manifest.pruned", path=path, backups=backups, dry_run=dry_run)
+        result.removed += [path, backups]
+    return result

@@ -62,7 +62,8 @@ class PreparedStore:
     report: validate.Report
     added_keys: list[str] = field(default_factory=list)
     replaced_keys: list[str] = field(default_factory=list)
-    counters: dict[str, int] = field(default_factory=dict)
+    counters: dict[str, tuple[Any, int]] = field(default_factory=dict)
+    """Counters the transform set or raised: name -> (value before, value after)."""
     reused: str | None = None
     """The manifest whose record proved these bytes already migrated (nothing was parsed)."""
 
@@ -114,9 +115,11 @@ def prepare(
     *,
     allow_empty: bool = False,
     strict: bool = False,
+    write: bool = True,
 ) -> PreparedStore:
     """Make one store ready. Raises StoreRefused (nothing written) when it cannot be migrated
-    without losing data, or when `strict` and the service could not read a record of it."""
+    without losing data, or when `strict` and the service could not read a record of it.
+    With `write` false (a dry run) the new bytes are measured but written nowhere."""
     kind = store_kind(store)
     target = os.path.realpath(path)
     with timed() as clock:
@@ -162,9 +165,9 @@ def prepare(
         after_sha256 = hashlib.sha256(after).hexdigest()
     prepared = PreparedStore(
         store, path, target, before, after_sha256, len(after), None, counts, report,
-        result.added_keys, result.replaced_keys, {c.name: c.after for c in result.counters},
+        result.added_keys, result.replaced_keys, {c.name: (c.before, c.after) for c in result.counters},
     )
-    if prepared.changed:
+    if prepared.changed and write:
         mode = durable.FILE_MODE if before is None else before.mode
         owner = None
         if before is not None and (before.uid, before.gid) != (os.geteuid(), os.getegid()):
@@ -174,7 +177,8 @@ def prepare(
         prepared.temp = durable.write_temp(directory, os.path.basename(target), after, stat.S_IMODE(mode), owner)
     log.info(
         "store.transformed", store=store, path=path, changed=prepared.changed, added_keys=prepared.added_keys,
-        replaced_keys=prepared.replaced_keys, counters=prepared.counters, counts=counts,
+        replaced_keys=prepared.replaced_keys, counters={k: after for k, (_, after) in prepared.counters.items()},
+        counts=counts,
         bytes=len(after), sha256=after_sha256, duration_ms=clock["duration_ms"] + encode_clock["duration_ms"],
     )
     return prepared

@@ -1,0 +1,181 @@
+"""Operator experience: dry run, evidence reports, baseline drops, quiet, version, prune."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from conftest import RUN, VERIFY, ROLLBACK, Stores, load_json, log_events
+
+
+def listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_dry_run_reports_everything_and_writes_nothing(stores: Stores) -> None:
+    stores.write_samples()
+    stores.paths["codex_threads"].unlink()
+    before = listing(stores.root)
+    hashes = stores.hashes()
+    done = stores.call("store-migrate", "run", "--dry-run", check=0)
+    out = done.stdout.splitlines()
+    assert out[0] == f"dry run: [auth] {stores.paths['auth']} (exists, 1131 bytes)"
+    assert "  would add keys: revoked_refresh_tokens, revoked_refresh_token_ids, users_by_workos_id" in out
+    assert "  would replace null or the other empty container: personal_access_tokens" in out
+    assert f"dry run: [codex_threads] {stores.paths['codex_threads']} (missing (would be created))" in out
+    assert "  counter next_shout_id: 5 -> 42" in out
+    assert "  counter next_whisper_id: missing -> 1" in out
+    assert any(line.startswith("  bytes would change: yes (1131 -> ") for line in out)
+    assert out[-1] == "dry run: nothing was written"
+    assert listing(stores.root) == before and stores.hashes() == hashes
+
+
+def test_dry_run_through_the_wrapper_with_dry_run_1_and_it_refuses_like_a_run(stores: Stores) -> None:
+    stores.write_samples()
+    done = stores.call(RUN, env={"DRY_RUN": "1"}, check=0)
+    assert done.stdout.splitlines()[-1] == "dry run: nothing was written"
+    assert not stores.work.exists()
+    stores.write("auth", b'{"sessions": [1]}')
+    before = listing(stores.root)
+    refused = stores.call(RUN, env={"DRY_RUN": "1"}, check=1)
+    assert "refusing to migrate" in refused.stderr and "'sessions' must hold an object" in refused.stderr
+    assert listing(stores.root) == before
+
+
+def test_dry_run_after_a_run_says_nothing_would_change(stores: Stores) -> None:
+    stores.write_samples()
+    stores.call(RUN, check=0)
+    done = stores.call("store-migrate", "run", "--dry-run", check=0)
+    assert done.stdout.count("  bytes would change: no") == 3
+    assert done.stdout.count("already migrated") == 3
+
+
+@pytest.fixture
+def migrated(stores: Stores) -> Path:
+    stores.write_samples()
+    stores.call(RUN, check=0)
+    return stores.newest_manifest()
+
+
+def test_verify_report_markdown_and_json(stores: Stores, migrated: Path, tmp_path: Path) -> None:
+    report = tmp_path / "evidence" / "cutover.md"
+    done = stores.call(VERIFY, str(migrated), "--report", str(report), check=0)
+    assert "rust store backfill verification passed" in done.stdout
+    text = report.read_text()
+    assert text.startswith("# Store backfill verification: PASSED")
+    assert f"- manifest: `{migrated}`" in text
+    assert "| auth | users | 2 |" in text and "| codex_threads | messages | 2 |" in text
+    assert "## Sign-off" in text
+    entries = load_json(migrated)["stores"]
+    for entry in entries:
+        assert f"expected `{entry['after_sha256']}`, actual `{entry['after_sha256']}`" in text
+    assert stat.S_IMODE(report.stat().st_mode) == 0o600
+    as_json = json.loads(stores.call("store-migrate", "verify", "--json", str(migrated), check=0).stdout)
+    assert as_json["passed"] is True and as_json["manifest"]["path"] == str(migrated)
+    assert [s["checksum"]["parity"] for s in as_json["stores"]] == [True, True, True]
+    assert [s["backup"]["intact"] for s in as_json["stores"]] == [True, True, True]
+    assert as_json["stores"][0]["counts"] == entries[0]["counts"]
+
+
+def test_failed_verify_report_says_why(stores: Stores, migrated: Path, tmp_path: Path) -> None:
+    stores.paths["domain"].write_text("{}")
+    report = tmp_path / "failed.md"
+    stores.call(VERIFY, str(migrated), "--report", str(report), check=1)
+    text = report.read_text()
+    assert text.startswith("# Store backfill verification: FAILED")
+    assert "| domain |" in text and "| NO |" in text
+    assert "- domain: sha mismatch" in text
+
+
+def test_reports_never_go_into_manifests(stores: Stores, migrated: Path) -> None:
+    done = stores.call(VERIFY, str(migrated), "--report", str(migrated.parent / "report.md"), check=1)
+    assert "refusing to write report" in done.stderr
+    assert [p.name for p in migrated.parent.iterdir()] == [migrated.name]
+
+
+def test_rollback_report_records_the_drill(stores: Stores, migrated: Path, tmp_path: Path) -> None:
+    report = tmp_path / "drill.md"
+    stores.call(ROLLBACK, str(migrated), "--report", str(report), check=0)
+    text = report.read_text()
+    assert text.startswith("# Store rollback drill: PASSED")
+    assert f"| auth | `{stores.paths['auth']}` | restored |" in text
+    assert "## Sign-off" in text
+
+
+def test_baseline_fails_on_drops_beyond_max_drop(stores: Stores, migrated: Path) -> None:
+    baseline = migrated.with_name("baseline-copy.json.keep")
+    document = load_json(migrated)
+    document["stores"][2]["counts"]["shouts"] = 7
+    baseline.write_text(json.dumps(document))
+    done = stores.call(VERIFY, str(migrated), "--baseline", str(baseline), check=1)
+    assert f"error: [domain] count shouts dropped by 5 against baseline {baseline} (7 -> 2; --max-drop 0)" in done.stderr
+    stores.call(VERIFY, str(migrated), "--baseline", str(baseline), "--max-drop", "5", check=0)
+    stores.call(VERIFY, str(migrated), "--baseline", str(migrated), check=0)
+    missing = stores.call(VERIFY, str(migrated), "--baseline", "/nowhere.json", check=1)
+    assert "manifest not found: /nowhere.json" in missing.stderr
+    baseline.unlink()
+
+
+def test_quiet_keeps_the_drop_in_lines_and_drops_info_logs(stores: Stores) -> None:
+    stores.write_samples()
+    done = stores.call(RUN, "--quiet", check=0)
+    assert done.stdout.count("[rust-store-backfill]") == 2
+    assert all(e["level"] in ("warning", "error") for e in log_events(done.stderr))
+    verify = stores.call(VERIFY, str(stores.newest_manifest()), "-q", check=0)
+    assert verify.stderr == ""
+
+
+def test_every_json_log_line_of_every_command_parses(stores: Stores) -> None:
+    stores.write_samples()
+    outputs = [stores.call(RUN, check=0)]
+    manifest = str(stores.newest_manifest())
+    outputs += [stores.call(VERIFY, manifest, check=0), stores.call(ROLLBACK, manifest, check=0)]
+    for done in outputs:
+        lines = done.stderr.splitlines()
+        assert lines and all(isinstance(json.loads(line), dict) for line in lines)
+
+
+def test_version_and_completion(stores: Stores) -> None:
+    from store_migrate import __version__
+
+    assert stores.call("store-migrate", "--version", check=0).stdout == f"store-migrate {__version__}\n"
+    assert "--install-completion" in stores.call("store-migrate", "--help", check=0).stdout
+
+
+def test_prune_keeps_the_newest_and_the_ones_still_live(stores: Stores) -> None:
+    stores.write_samples()
+    stores.call(RUN, check=0)            # 1: migrates; after_sha256 == the live bytes from now on
+    stores.paths["auth"].write_text('{"users_by_id": {}}')
+    stores.call(RUN, check=0)            # 2: auth changed again
+    stores.paths["auth"].write_text('{"users_by_id": {"u": {}}}')
+    stores.call(RUN, check=0)            # 3
+    stores.call(RUN, check=0)            # 4: nothing changes
+    first, second, third, fourth = stores.manifests()
+    done = stores.call("store-migrate", "prune", "--keep", "1", check=0)
+    out = done.stdout.splitlines()
+    # 1 and 2: codex and domain still hold their after_sha256 -> kept; so is every manifest here
+    assert f"kept: {fourth} (one of the newest 1)" in out
+    assert any(line.startswith(f"kept: {first} (codex_threads, domain still hold") for line in out)
+    assert all(m.exists() for m in (first, second, third, fourth))
+    # once every store has moved on, old manifests and their backups go
+    for path in stores.paths.values():
+        path.write_text('{"moved": "on"}')
+    stores.call(RUN, check=0)
+    newest = stores.newest_manifest()
+    dry = stores.call("store-migrate", "prune", "--keep", "1", "--dry-run", check=0)
+    assert f"would remove: {first}" in dry.stdout and first.exists()
+    done = stores.call("store-migrate", "prune", "--keep", "1", check=0)
+    for manifest in (first, second, third, fourth):
+        assert f"removed: {manifest}" in done.stdout and not manifest.exists()
+        assert not (stores.work / "backups" / manifest.stem).exists()
+    assert newest.exists() and (stores.work / "backups" / newest.stem).is_dir()
+    assert stores.call("store-migrate", "prune", "--keep", "0").returncode == 2
+
+
+def test_make_prune_target_exists() -> None:
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    assert "\nprune:" in makefile and "KEEP" in makefile
+    assert os.access(Path(__file__).resolve().parents[1] / "scripts" / "run-rust-ownership-backfill.sh", os.X_OK)
