@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import json
+import sys
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -100,6 +101,13 @@ def _call(log_format: LogFormat, quiet: bool, work: Callable[[], None]) -> None:
         _fail(describe_os_error(exc))
 
 
+def _progress(quiet: bool) -> Any:
+    """Progress bars for a person at a terminal; nothing at all for a pipeline."""
+    from . import progress
+
+    return progress.bars() if sys.stderr.isatty() and not quiet else progress.SILENT
+
+
 def _write_report(path: Path, text: str) -> None:
     """Write a report atomically, 0600; never into a manifests/ directory."""
     from . import durable
@@ -170,9 +178,11 @@ def run_command(
 
         settings = config.resolve()
         if dry_run:
-            _print_dry_run(commands.dry_run(settings, allow_empty=allow_empty, strict=strict))
+            _print_dry_run(commands.dry_run(settings, allow_empty=allow_empty, strict=strict,
+                                            progress=_progress(quiet)))
             return
-        result = commands.run(settings, allow_empty=allow_empty, strict=strict, lock_timeout=lock_timeout)
+        result = commands.run(settings, allow_empty=allow_empty, strict=strict, lock_timeout=lock_timeout,
+                              progress=_progress(quiet))
         typer.echo(f"rust-store-migrate: wrote manifest to {result.manifest_path}")
         typer.echo(f"[rust-store-backfill] manifest: {result.manifest_path}")
         typer.echo(f"[rust-store-backfill] backups: {result.backup_dir}")
@@ -217,7 +227,7 @@ def verify_command(
         from . import report as evidence
 
         result = commands.verify(str(manifest), strict=strict, baseline=None if baseline is None else str(baseline),
-                                 max_drop=max_drop)
+                                 max_drop=max_drop, progress=_progress(quiet))
         document = evidence.verify_evidence(result, str(manifest))
         if report is not None:
             _write_report(report, evidence.markdown(document))
@@ -278,7 +288,7 @@ def rollback_command(
         from . import commands
         from . import report as evidence
 
-        result = commands.rollback(str(manifest), force=force, lock_timeout=lock_timeout)
+        result = commands.rollback(str(manifest), force=force, lock_timeout=lock_timeout, progress=_progress(quiet))
         for action in result.actions:
             why = f" ({action.reason})" if action.action == "skipped" else ""
             typer.echo(f"{action.action}: [{action.store}] {action.path}{why}")

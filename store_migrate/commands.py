@@ -27,6 +27,7 @@ from .lock import locked
 from .logs import timed
 from .manifest import COMPLETE, PENDING, REVERTED, Manifest, StoreEntry
 from .prepare import Known, PreparedStore, check_known, prepare, read_store, validated
+from .progress import SILENT, Advance, Progress
 from .stores import StoreKind, store_kind
 
 log = structlog.get_logger("store_migrate")
@@ -143,7 +144,7 @@ def _identical_backup(backups_root: str, store: str, sha256: str, exclude: str) 
     return None
 
 
-def _write_backup(prepared: PreparedStore, stamp: str, backup_dir: str) -> str | None:
+def _write_backup(prepared: PreparedStore, stamp: str, backup_dir: str, advance: Advance) -> str | None:
     """Back up one store (a hard link when an identical backup exists) and read it back."""
     before = prepared.before
     if before is None:
@@ -153,9 +154,10 @@ def _write_backup(prepared: PreparedStore, stamp: str, backup_dir: str) -> str |
         same = _identical_backup(os.path.dirname(backup_dir), prepared.store, before.sha256, backup_dir)
         if same is not None:
             durable.link_new(same, path)
+            advance(before.size)
         else:
-            durable.copy_new(prepared.target, path)
-        written, size = durable.hash_file(path)
+            durable.copy_new(prepared.target, path, advance=advance)
+        written, size = durable.hash_file(path, advance)
     if written != before.sha256:
         raise ConcurrentWrite(
             f"[{prepared.store}] {prepared.path} changed on disk while the run worked: its backup reads "
@@ -213,18 +215,28 @@ def _put_back(replaced: Replaced) -> list[str]:
 
 
 def _prepare_all(
-    settings: Settings, allow_empty: bool, strict: bool, known: dict[str, Known], write: bool = True
+    settings: Settings,
+    allow_empty: bool,
+    strict: bool,
+    known: dict[str, Known],
+    progress: Progress,
+    write: bool = True,
 ) -> list[PreparedStore]:
     """Prepare every store (in parallel when big); if any cannot be, discard what the others
     prepared and raise the first failure in store order."""
     sizes = [durable.size_of(os.path.realpath(s.path)) for s in settings.stores]
-    shortcuts = workers.in_threads(
-        lambda s: check_known(s.kind, s.path, known[s.path], strict=strict) if s.path in known else None,
-        settings.stores, sum(sizes),
-    )
+    known_bytes = sum(size for s, size in zip(settings.stores, sizes, strict=True) if s.path in known)
+    with progress.task("hashing stores", known_bytes) as advance:
+        shortcuts = workers.in_threads(
+            lambda s: check_known(s.kind, s.path, known[s.path], strict=strict, advance=advance)
+            if s.path in known else None,
+            settings.stores, sum(sizes),
+        )
     rest = [i for i, done in enumerate(shortcuts) if done is None]
     jobs = [(settings.stores[i].kind, settings.stores[i].path, allow_empty, strict, write) for i in rest]
-    full = workers.map_stores(_prepare_job, jobs, [sizes[i] for i in rest])
+    with progress.task(f"parsing, checking and encoding {len(rest)} store(s)", sum(sizes[i] for i in rest)) as advance:
+        full = workers.map_stores(_prepare_job, jobs, [sizes[i] for i in rest],
+                                  on_done=lambda j: advance(sizes[rest[j]]))
     outcomes: list[PreparedStore | BaseException] = [done for done in shortcuts if done is not None]
     for i, outcome in zip(rest, full, strict=True):
         outcomes.insert(i, outcome)
@@ -248,33 +260,39 @@ def run(
     strict: bool = False,
     lock_timeout: float = 30.0,
     clock: Clock = _utc_now,
+    progress: Progress = SILENT,
 ) -> RunResult:
     """Backfill every store: prepare all, back up all, write a pending manifest, replace, complete."""
     paths = [s.path for s in settings.stores]
     with locked(paths, lock_timeout):
         _remove_leftovers(paths, settings.work_dir)
-        prepared = _prepare_all(settings, allow_empty, strict, _known_results(settings))
+        prepared = _prepare_all(settings, allow_empty, strict, _known_results(settings), progress)
         try:
-            return _backup_and_replace(settings, prepared, clock)
+            return _backup_and_replace(settings, prepared, clock, progress)
         finally:
             for p in prepared:
                 p.discard()
 
 
-def dry_run(settings: Settings, *, allow_empty: bool = False, strict: bool = False) -> list[PreparedStore]:
+def dry_run(
+    settings: Settings, *, allow_empty: bool = False, strict: bool = False, progress: Progress = SILENT
+) -> list[PreparedStore]:
     """Everything a run does but write: each store read, checked, transformed, validated and
     encoded in memory. Refuses exactly as a run would. Leaves no file behind (no backup, manifest
     or temporary file; the lock is a kernel lock on the directory, not a file)."""
-    prepared = _prepare_all(settings, allow_empty, strict, _known_results(settings), write=False)
+    prepared = _prepare_all(settings, allow_empty, strict, _known_results(settings), progress, write=False)
     log.info("run.dry", stores=[p.store for p in prepared], would_change=[p.store for p in prepared if p.changed])
     return prepared
 
 
-def _backup_and_replace(settings: Settings, prepared: list[PreparedStore], clock: Clock) -> RunResult:
+def _backup_and_replace(
+    settings: Settings, prepared: list[PreparedStore], clock: Clock, progress: Progress
+) -> RunResult:
     moment, backup_dir = _reserve_stamp(settings, clock)
     stamp = _stamp(moment)
     total = sum(p.before.size for p in prepared if p.before)
-    backups = workers.in_threads(lambda p: _write_backup(p, stamp, backup_dir), prepared, total)
+    with progress.task("backing up and reading back", 2 * total) as advance:
+        backups = workers.in_threads(lambda p: _write_backup(p, stamp, backup_dir, advance), prepared, total)
     entries = [
         StoreEntry(
             store=p.store,
@@ -391,7 +409,12 @@ def _sha_problem(what: str, expected: str | None, actual: str) -> str:
 
 
 def verify(
-    manifest_path: str, *, strict: bool = False, baseline: str | None = None, max_drop: int = 0
+    manifest_path: str,
+    *,
+    strict: bool = False,
+    baseline: str | None = None,
+    max_drop: int = 0,
+    progress: Progress = SILENT,
 ) -> VerifyResult:
     """Check every store of a manifest: checksum, shape, counts, its backup, and whether the
     service can read it (a failure with `strict`, else a warning). With `baseline` (another
@@ -408,7 +431,9 @@ def verify(
     jobs = [(entry, canonical, strict) for entry in record.stores]
     sizes = [durable.size_of(entry.path) for entry in record.stores]
     checks = []
-    for outcome in workers.map_stores(_verify_store, jobs, sizes):
+    with progress.task(f"verifying {len(jobs)} store(s)", sum(sizes)) as advance:
+        outcomes = workers.map_stores(_verify_store, jobs, sizes, on_done=lambda i: advance(sizes[i]))
+    for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
         checks.append(outcome)
@@ -619,13 +644,22 @@ def rollback(
     force: bool = False,
     lock_timeout: float = 30.0,
     clock: Clock = _utc_now,
+    progress: Progress = SILENT,
 ) -> RollbackResult:
     """Return every store of a manifest to its before_sha256 state; check all before changing any."""
     record = manifest.load(manifest_path)
     with locked([e.path for e in record.stores], lock_timeout):
         _remove_leftovers([e.path for e in record.stores], None)
-        total = sum(durable.size_of(e.path) + durable.size_of(e.backup_path or "") for e in record.stores)
-        planned = workers.in_threads(lambda e: _plan(e, force), record.stores, total)
+        sizes = {e.store: durable.size_of(e.path) + durable.size_of(e.backup_path or "") for e in record.stores}
+        total = sum(sizes.values())
+
+        def plan(entry: StoreEntry) -> tuple[RollbackAction, str | None]:
+            planned = _plan(entry, force)
+            advance(sizes[entry.store])
+            return planned
+
+        with progress.task("checking backups and live stores", total) as advance:
+            planned = workers.in_threads(plan, record.stores, total)
         refusals = [problem for _, problem in planned if problem]
         if refusals:
             for problem in refusals:
@@ -633,7 +667,9 @@ def rollback(
             raise RollbackRefused("rollback refused, nothing was changed:\n  " + "\n  ".join(refusals))
         actions = [action for action, _ in planned]
         stamp = _stamp(clock())
-        workers.in_threads(lambda a: _apply(a, record, manifest_path, stamp), actions, total)
+        with progress.task("restoring", total) as advance:
+            workers.in_threads(lambda a: _apply(a, record, manifest_path, stamp), actions, total)
+            advance(total)
     return RollbackResult(record, actions)
 
 

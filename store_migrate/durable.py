@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 
 TEMP_MARK = ".store-migrate-tmp-"
@@ -76,14 +77,16 @@ def read_snapshot(path: str) -> Snapshot | None:
     )
 
 
-def hash_file(path: str) -> tuple[str, int]:
+def hash_file(path: str, advance: Callable[[int], None] | None = None) -> tuple[str, int]:
     """SHA-256 hex and size of a file, read in chunks (no whole-file buffer)."""
     digest = hashlib.sha256()
     size = 0
     with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
+        while chunk := handle.read(_CHUNK * 8):
             digest.update(chunk)
             size += len(chunk)
+            if advance is not None:
+                advance(len(chunk))
     return digest.hexdigest(), size
 
 
@@ -223,12 +226,13 @@ def copy_range(source_fd: int, target_fd: int, count: int) -> int:
     return os.copy_file_range(source_fd, target_fd, count)
 
 
-def _copy(source_fd: int, target_fd: int) -> None:
+def _copy(source_fd: int, target_fd: int, advance: Callable[[int], None] | None) -> None:
     """Copy a whole file in the kernel; where copy_file_range is not supported between these two
     filesystems, through a buffer."""
     try:
-        while copy_range(source_fd, target_fd, 1 << 30):
-            pass
+        while copied := copy_range(source_fd, target_fd, 64 << 20):
+            if advance is not None:
+                advance(copied)
         return
     except OSError as exc:
         if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
@@ -238,9 +242,11 @@ def _copy(source_fd: int, target_fd: int) -> None:
     os.lseek(target_fd, 0, os.SEEK_SET)
     while chunk := os.read(source_fd, _CHUNK * 8):
         write_all(target_fd, chunk)
+        if advance is not None:
+            advance(len(chunk))
 
 
-def copy_new(source: str, path: str, *, mode: int = FILE_MODE) -> None:
+def copy_new(source: str, path: str, *, mode: int = FILE_MODE, advance: Callable[[int], None] | None = None) -> None:
     """Copy `source` to a new file `path` (FileExistsError if it exists) atomically and durably,
     in the kernel (copy_file_range), without holding the bytes in memory."""
     directory, name = os.path.split(os.path.abspath(path))
@@ -248,7 +254,7 @@ def copy_new(source: str, path: str, *, mode: int = FILE_MODE) -> None:
     try:
         try:
             with open(source, "rb") as handle:
-                _copy(handle.fileno(), fd)
+                _copy(handle.fileno(), fd, advance)
             os.fchmod(fd, mode)
             fsync(fd)
         finally:

@@ -20,6 +20,17 @@ LogFormat = Literal["auto", "json", "console"]
 ENV_VAR = "STORE_MIGRATE_LOG_FORMAT"
 
 
+class _Stderr:
+    """Whatever sys.stderr is at the moment of writing, so lines printed while a progress bar
+    is drawn go through it and appear above the bar."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(fmt: LogFormat = "auto", *, quiet: bool = False) -> None:
     stream = sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
@@ -35,7 +46,7 @@ def configure(fmt: LogFormat = "auto", *, quiet: bool = False) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING if quiet else logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,7 +185,9 @@ def prepare(
     return prepared
 
 
-def check_known(store: str, path: str, known: Known, *, strict: bool = False) -> PreparedStore | None:
+def check_known(
+    store: str, path: str, known: Known, *, strict: bool = False, advance: Callable[[int], None] | None = None
+) -> PreparedStore | None:
     """A rerun's shortcut: hash the store without holding it in memory; when the bytes are the
     ones `known` records, the store is already migrated and nothing needs parsing. None when
     the store must be prepared in full."""
@@ -192,7 +195,7 @@ def check_known(store: str, path: str, known: Known, *, strict: bool = False) ->
     try:
         st = os.stat(target)
         with timed() as clock:
-            sha256, size = durable.hash_file(target)
+            sha256, size = durable.hash_file(target, advance)
         st_after = os.stat(target)
     except FileNotFoundError:
         return None

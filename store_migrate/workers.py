@@ -18,6 +18,7 @@ import os
 import pickle
 import selectors
 import signal
+import sys
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -38,13 +39,22 @@ class WorkerFailed(StoreMigrateError):
 
 
 def map_stores(
-    work: Callable[..., Result], jobs: Sequence[tuple[Any, ...]], sizes: Sequence[int]
+    work: Callable[..., Result],
+    jobs: Sequence[tuple[Any, ...]],
+    sizes: Sequence[int],
+    on_done: Callable[[int], None] | None = None,
 ) -> list[Result | BaseException]:
     """`work(*job)` for every job, in job order. A refusal or I/O error is returned in its job's
-    place so the caller can clean up what the other jobs did before raising it."""
+    place so the caller can clean up what the other jobs did before raising it. `on_done(i)` is
+    called as each job finishes (for progress)."""
+    done = on_done or (lambda _: None)
     cores = min(len(jobs), os.cpu_count() or 1, 2)
     if cores < 2 or sum(sizes) < PARALLEL_BYTES:
-        return [_call(work, job) for job in jobs]
+        outcomes = []
+        for index, job in enumerate(jobs):
+            outcomes.append(_call(work, job))
+            done(index)
+        return outcomes
     pending = sorted(range(len(jobs)), key=lambda i: -sizes[i])
     results: dict[int, Result | BaseException] = {}
     running: dict[int, tuple[int, int, bytearray]] = {}  # read fd -> (job index, pid, bytes so far)
@@ -67,6 +77,7 @@ def map_stores(
                 del running[fd]
                 _, status = os.waitpid(pid, 0)
                 results[index] = _outcome(buffer, status, jobs[index])
+                done(index)
     return [results[i] for i in range(len(jobs))]
 
 
@@ -81,6 +92,7 @@ def _fork(work: Callable[..., Any], job: tuple[Any, ...]) -> tuple[int, int]:
     code = 1
     try:
         _die_with(parent)
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__  # not the parent's progress display
         try:
             outcome: Any = _call(work, job)
         except Exception:  # noqa: BLE001 -- a bug: reported to the parent, which raises WorkerFailed

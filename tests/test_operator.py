@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import RUN, VERIFY, ROLLBACK, Stores, load_json, log_events
+from conftest import BIN, ROLLBACK, RUN, VERIFY, Stores, load_json, log_events
 
 
 def listing(root: Path) -> list[str]:
@@ -179,3 +180,35 @@ def test_make_prune_target_exists() -> None:
     makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
     assert "\nprune:" in makefile and "KEEP" in makefile
     assert os.access(Path(__file__).resolve().parents[1] / "scripts" / "run-rust-ownership-backfill.sh", os.X_OK)
+
+
+def _big_codex(stores: Stores) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import generate
+
+    stores.write("codex_threads", json.dumps(generate.codex(6_000_000, generate.random.Random(2))))
+
+
+def _on_a_terminal(stores: Stores, command: str) -> str:
+    """Run a shell command with stdout and stderr on a pseudo-terminal; what the terminal showed."""
+    import shutil
+    import subprocess
+
+    if shutil.which("script") is None:
+        pytest.skip("util-linux `script` is needed to give the command a terminal")
+    log = stores.root / "terminal.log"
+    subprocess.run(["script", "-qec", command, str(log)], env=stores.environ, cwd=stores.root,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True, timeout=120)
+    return log.read_text(errors="replace")
+
+
+def test_progress_bars_on_a_terminal_only(stores: Stores) -> None:
+    stores.write_samples()
+    _big_codex(stores)
+    piped = stores.call("store-migrate", "run", "--dry-run", check=0)
+    assert "parsing, checking and encoding" not in piped.stderr + piped.stdout
+    tool = BIN / "store-migrate"
+    shown = _on_a_terminal(stores, f"{tool} run --dry-run --log-format json")
+    assert "parsing, checking and encoding 3 store(s)" in shown
+    quiet = _on_a_terminal(stores, f"{tool} run --dry-run -q")
+    assert "parsing, checking and encoding" not in quiet

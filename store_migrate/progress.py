@@ -1,0 +1,69 @@
+"""Progress of long work, for people at a terminal.
+
+The library reports phases and bytes through a `Progress`; it never draws anything itself. The
+CLI passes `bars()` when stderr is a terminal and --quiet is not given, and the silent default
+otherwise, so pipelines get no progress output at all. Work on small stores (under a few
+megabytes) is not shown: it is over before a bar would help.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+Advance = Callable[[int], None]
+SHOWN_FROM_BYTES = 4 * 2**20
+
+
+class Progress(Protocol):
+    def task(self, description: str, total_bytes: int) -> Any:
+        """A context manager yielding `advance(n)`: n more bytes of `total_bytes` are done."""
+
+
+class Silent:
+    @contextmanager
+    def task(self, description: str, total_bytes: int) -> Iterator[Advance]:
+        yield _nothing
+
+
+def _nothing(_: int) -> None:
+    return None
+
+
+SILENT = Silent()
+
+
+class Bars:
+    """rich progress bars on stderr; logs printed meanwhile appear above them."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self._progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+            TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+        )
+
+    @contextmanager
+    def task(self, description: str, total_bytes: int) -> Iterator[Advance]:
+        if total_bytes < SHOWN_FROM_BYTES:
+            yield _nothing
+            return
+        with self._progress:
+            task = self._progress.add_task(description, total=total_bytes)
+            yield lambda n: self._progress.advance(task, n)
+            self._progress.update(task, completed=total_bytes)
+            self._progress.remove_task(task)
+
+
+def bars() -> Progress:
+    return Bars()
