@@ -12,10 +12,21 @@ from typing import Any
 
 from . import __version__
 from .commands import RollbackResult, VerifyResult
+from .manifest import Manifest
 
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _header(kind: str, record: Manifest, manifest_path: str) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "tool_version": __version__,
+        "written_at": _now(),
+        "manifest": {"path": manifest_path, "generated_at": record.generated_at,
+                     "status": record.status or "complete (earlier implementation)"},
+    }
 
 
 def verify_evidence(result: VerifyResult, manifest_path: str) -> dict[str, Any]:
@@ -39,11 +50,7 @@ def verify_evidence(result: VerifyResult, manifest_path: str) -> dict[str, Any]:
             "problems": check.problems,
         })
     return {
-        "kind": "verify",
-        "tool_version": __version__,
-        "written_at": _now(),
-        "manifest": {"path": manifest_path, "generated_at": result.manifest.generated_at,
-                     "status": result.manifest.status or "complete (earlier implementation)"},
+        **_header("verify", result.manifest, manifest_path),
         "strict": result.strict,
         "passed": result.ok,
         "manifest_problems": result.problems,
@@ -53,11 +60,7 @@ def verify_evidence(result: VerifyResult, manifest_path: str) -> dict[str, Any]:
 
 def rollback_evidence(result: RollbackResult, manifest_path: str) -> dict[str, Any]:
     return {
-        "kind": "rollback",
-        "tool_version": __version__,
-        "written_at": _now(),
-        "manifest": {"path": manifest_path, "generated_at": result.manifest.generated_at,
-                     "status": result.manifest.status or "complete (earlier implementation)"},
+        **_header("rollback", result.manifest, manifest_path),
         "passed": True,
         "stores": [
             {"store": a.store, "path": a.path, "action": a.action, "reason": a.reason or None,

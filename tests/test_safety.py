@@ -315,27 +315,20 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[Path, str], None]]:
         subprocess.run(["umount", str(path)], check=False)
 
 
-def test_full_work_directory_fails_cleanly(stores: Stores, tmpfs: Callable[[Path, str], None]) -> None:
-    tmpfs(stores.work, "64k")
-    rng = generate.random.Random(3)
+@pytest.mark.parametrize(
+    ("full", "size", "codex_bytes"),
+    [("work", "64k", 300_000), ("storage", "1m", 560_000)],
+    ids=["work-directory", "store-directory"],
+)
+def test_a_full_disk_fails_before_any_store_is_replaced(
+    stores: Stores, tmpfs: Callable[[Path, str], None], full: str, size: str, codex_bytes: int
+) -> None:
+    """Backups (work directory) and the new bytes (beside each store) are written before any
+    store is replaced, so a full disk in either place stops the run with every store intact."""
+    tmpfs(stores.work if full == "work" else stores.paths["auth"].parent, size)
     stores.write_samples()
-    stores.write("codex_threads", json.dumps(generate.codex(300_000, rng)))
-    pre = stores.hashes()
-    done = stores.call(RUN, check=1)
-    assert "No space left on device" in done.stderr and "Traceback" not in done.stderr
-    assert stores.hashes() == pre
-    assert temp_files(stores.root) == []
-    assert stores.manifests() == []
-
-
-def test_full_store_directory_fails_before_any_store_is_replaced(stores: Stores, tmpfs: Callable[[Path, str], None]) -> None:
-    """The new bytes are written (beside each store) before any store is replaced, so a full
-    disk there stops the run while every store still holds its old bytes."""
-    storage = stores.paths["auth"].parent
-    tmpfs(storage, "1m")
-    rng = generate.random.Random(5)
-    stores.write_samples()
-    stores.write("codex_threads", json.dumps(generate.codex(560_000, rng), separators=(",", ":")))
+    stores.write("codex_threads", json.dumps(generate.codex(codex_bytes, generate.random.Random(5)),
+                                             separators=(",", ":")))
     pre = stores.hashes()
     done = stores.call(RUN, check=1)
     assert "No space left on device" in done.stderr and "Traceback" not in done.stderr
