@@ -135,8 +135,10 @@ def _print_dry_run(prepared: list[Any]) -> None:
         if p.replaced_keys:
             typer.echo(f"  would replace null or the other empty container: {', '.join(p.replaced_keys)}")
         for name, (old, new) in p.counters.items():
-            shown = "missing" if old is None else json.dumps(old)
-            typer.echo(f"  counter {name}: {shown} -> {new}")
+            if old == new and type(old) is int:
+                typer.echo(f"  counter {name}: {new} (unchanged)")
+            else:
+                typer.echo(f"  counter {name}: {'missing' if old is None else json.dumps(old)} -> {new}")
         if not p.report.readable:
             typer.echo(f"  warning: the service could not read {p.report.unreadable} record(s)")
             for item in p.report.problems:

@@ -521,6 +521,7 @@ def _check_live(
             check.report = validated(entry.store, entry.path, value, indented)
             if isinstance(value, dict):
                 check.problems.extend(_count_problems(entry.counts, transform.counts(kind, value)))
+            workers.outlive(value)
 
 
 def _count_problems(recorded: dict[str, int], actual: dict[str, int]) -> list[str]:

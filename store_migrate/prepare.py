@@ -21,7 +21,7 @@ import structlog
 from . import durable, jsonio, transform, validate
 from .errors import StoreMigrateError, StoreRefused
 from .logs import timed
-from .stores import store_kind
+from .stores import StoreKind, store_kind
 
 log = structlog.get_logger("store_migrate")
 
@@ -64,7 +64,7 @@ class PreparedStore:
     added_keys: list[str] = field(default_factory=list)
     replaced_keys: list[str] = field(default_factory=list)
     counters: dict[str, tuple[Any, int]] = field(default_factory=dict)
-    """Counters the transform set or raised: name -> (value before, value after)."""
+    """Every counter of the kind: name -> (value before, value after); before is None when absent."""
     reused: str | None = None
     """The manifest whose record proved these bytes already migrated (nothing was parsed)."""
 
@@ -147,6 +147,7 @@ def prepare(
         except transform.ShapeRefusal as exc:
             raise _refuse(store, path, exc.reason, exc.pointer) from None
         counts = transform.counts(kind, result.value)
+        counters = _counters(kind, result)
     report = validated(store, path, result.value, None)
     if strict and not report.readable:
         first = report.problems[0]
@@ -166,7 +167,7 @@ def prepare(
         after_sha256 = hashlib.sha256(after).hexdigest()
     prepared = PreparedStore(
         store, path, target, before, after_sha256, len(after), None, counts, report,
-        result.added_keys, result.replaced_keys, {c.name: (c.before, c.after) for c in result.counters},
+        result.added_keys, result.replaced_keys, counters,
     )
     if prepared.changed and write:
         mode = durable.FILE_MODE if before is None else before.mode
@@ -178,11 +179,19 @@ def prepare(
         prepared.temp = durable.write_temp(directory, os.path.basename(target), after, stat.S_IMODE(mode), owner)
     log.info(
         "store.transformed", store=store, path=path, changed=prepared.changed, added_keys=prepared.added_keys,
-        replaced_keys=prepared.replaced_keys, counters={k: after for k, (_, after) in prepared.counters.items()},
+        replaced_keys=prepared.replaced_keys, counters={c.name: c.after for c in result.counters},
         counts=counts,
         bytes=len(after), sha256=after_sha256, duration_ms=clock["duration_ms"] + encode_clock["duration_ms"],
     )
     return prepared
+
+
+def _counters(kind: StoreKind, result: transform.TransformResult) -> dict[str, tuple[Any, int]]:
+    changed = {c.name: c for c in result.counters}
+    return {
+        c.name: (changed[c.name].before if c.name in changed else result.value[c.name], result.value[c.name])
+        for c in kind.counters
+    }
 
 
 def check_known(

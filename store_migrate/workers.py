@@ -29,6 +29,16 @@ from .errors import StoreMigrateError
 PARALLEL_BYTES = 16 * 2**20
 """Below this many bytes of stores in all, everything runs in this process."""
 
+_in_worker = False
+_kept: list[Any] = []
+
+
+def outlive(value: Any) -> None:
+    """In a worker: keep `value` until the worker leaves with os._exit, so its objects are never
+    freed one by one (0.2-0.3 s for a parsed 240 MB store). Elsewhere: nothing."""
+    if _in_worker:
+        _kept.append(value)
+
 Result = TypeVar("Result")
 Item = TypeVar("Item")
 _PR_SET_PDEATHSIG = 1
@@ -93,6 +103,8 @@ def _fork(work: Callable[..., Any], job: tuple[Any, ...]) -> tuple[int, int]:
     try:
         _die_with(parent)
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__  # not the parent's progress display
+        global _in_worker
+        _in_worker = True
         try:
             outcome: Any = _call(work, job)
         except Exception:  # noqa: BLE001 -- a bug: reported to the parent, which raises WorkerFailed

@@ -28,6 +28,7 @@ def test_dry_run_reports_everything_and_writes_nothing(stores: Stores) -> None:
     assert "  would replace null or the other empty container: personal_access_tokens" in out
     assert f"dry run: [codex_threads] {stores.paths['codex_threads']} (missing (would be created))" in out
     assert "  counter next_shout_id: 5 -> 42" in out
+    assert "  counter next_user_integration_id: 9 (unchanged)" in out
     assert "  counter next_whisper_id: missing -> 1" in out
     assert any(line.startswith("  bytes would change: yes (1131 -> ") for line in out)
     assert out[-1] == "dry run: nothing was written"
