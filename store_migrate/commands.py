@@ -757,7 +757,8 @@ class PruneResult:
 
 def prune(settings: Settings, *, keep: int, dry_run: bool = False) -> PruneResult:
     """Remove old manifests and their backup directories: never the newest `keep`, never one
-    whose stores currently hash to its after_sha256 (its rollback may still be needed)."""
+    whose stores currently hash to its after_sha256 (its rollback may still be needed), never
+    one whose backup directory holds a newer file that a forced rollback kept."""
     result = PruneResult()
     hashes: dict[str, str | None] = {}
 
@@ -787,6 +788,12 @@ def prune(settings: Settings, *, keep: int, dry_run: bool = False) -> PruneResul
             result.kept.append((path, f"{', '.join(live)} still hold its after_sha256: its rollback may be needed"))
             continue
         backups = record.backup_dir or os.path.join(settings.backups_root, name.removesuffix(".json"))
+        kept_copies = sorted(n for n in os.listdir(backups) if n.endswith(".pre-rollback.json")) \
+            if os.path.isdir(backups) else []
+        if kept_copies:
+            result.kept.append((path, f"its backups hold files a forced rollback kept ({', '.join(kept_copies)}); "
+                                      "remove them by hand once they are not needed"))
+            continue
         if not dry_run:
             durable.remove(path)
             if os.path.isdir(backups) and os.path.dirname(os.path.abspath(backups)) == settings.backups_root:

@@ -213,3 +213,19 @@ def test_progress_bars_on_a_terminal_only(stores: Stores) -> None:
     assert "parsing, checking and encoding 3 store(s)" in shown
     quiet = _on_a_terminal(stores, f"{tool} run --dry-run -q")
     assert "parsing, checking and encoding" not in quiet
+
+
+def test_prune_never_removes_files_a_forced_rollback_kept(stores: Stores) -> None:
+    stores.write_samples()
+    stores.call(RUN, check=0)
+    first = stores.newest_manifest()
+    stores.paths["auth"].write_text('{"written": "by the service"}')
+    stores.call(ROLLBACK, str(first), "--force", check=0)
+    kept = list((stores.work / "backups" / first.stem).glob("*.pre-rollback.json"))
+    assert len(kept) == 1
+    for path in stores.paths.values():
+        path.write_text('{"moved": "on"}')
+    stores.call(RUN, check=0)
+    done = stores.call("store-migrate", "prune", "--keep", "1", check=0)
+    assert f"kept: {first} (its backups hold files a forced rollback kept" in done.stdout
+    assert kept[0].exists() and first.exists()
