@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from . import __version__, durable, jsonio, manifest, split, summary, transform, validate, workers
+from . import __version__, durable, jsonio, manifest, summary, transform, validate, workers
 from .config import Settings
 from .errors import (
     ConcurrentWrite,
@@ -26,7 +26,7 @@ from .errors import (
 from .lock import locked
 from .logs import timed
 from .manifest import COMPLETE, PENDING, REVERTED, Manifest, StoreEntry
-from .prepare import Known, PreparedStore, check_known, log_verdict, prepare, read_store, validated
+from .prepare import Known, PreparedStore, check_known, prepare, read_store, validated
 from .progress import SILENT, Advance, Progress
 from .stores import StoreKind, store_kind
 
@@ -499,38 +499,29 @@ def _check_live(
         check.problems.append(f"store file missing: {entry.path}")
     elif live.sha256 != entry.after_sha256:
         check.problems.append(_sha_problem("sha mismatch", entry.after_sha256, live.sha256))
-    if live is None:
-        return
-    matches = live.sha256 == entry.after_sha256
     quick = None
-    if matches and (strict or entry.validation_problems is not None):
+    if live is not None and not strict and entry.validation_problems is not None and live.sha256 == entry.after_sha256:
         quick = summary.summarize(kind, live.data)
     if quick is not None:
-        report: validate.Report | None = None
-        if not strict:  # the verdict the run recorded for these very bytes
-            report = validate.Report(entry.store, unreadable=entry.validation_problems or 0)
-        elif not jsonio.nesting_too_deep(live.data if canonical else jsonio.indent(live.data)):
-            fast = split.run_split(kind, live.data, encode=False, limit=validate.DEFAULT_LIMIT)
-            report = None if fast is None else log_verdict(entry.store, entry.path, fast.report)
-        if report is not None:
-            check.problems.extend(f"shape: {p}" for p in quick.shape_problems)
-            check.problems.extend(_count_problems(entry.counts, quick.counts))
-            check.report = report
-            return
-    try:
-        value = jsonio.decode(live.data)
-    except jsonio.JsonError as exc:
-        where = exc.position(live.data)
-        check.problems.append(f"does not parse: {exc.reason}" + (f" at {where}" if where else ""))
-        return
-    check.problems.extend(f"shape: {p}" for p in transform.shape_problems(kind, value))
-    # This tool writes canonical (indented) bytes; anything else is indented first so the nesting
-    # rule sees every level.
-    indented = live.data if canonical and matches else jsonio.indent(live.data)
-    check.report = validated(entry.store, entry.path, value, indented)
-    if isinstance(value, dict):
-        check.problems.extend(_count_problems(entry.counts, transform.counts(kind, value)))
-    workers.outlive(value)
+        check.problems.extend(f"shape: {p}" for p in quick.shape_problems)
+        check.problems.extend(_count_problems(entry.counts, quick.counts))
+        check.report = validate.Report(entry.store, unreadable=entry.validation_problems or 0)
+    elif live is not None:
+        try:
+            value = jsonio.decode(live.data)
+        except jsonio.JsonError as exc:
+            where = exc.position(live.data)
+            check.problems.append(f"does not parse: {exc.reason}" + (f" at {where}" if where else ""))
+        else:
+            check.problems.extend(f"shape: {p}" for p in transform.shape_problems(kind, value))
+            # This tool writes canonical (indented) bytes; anything else is indented first so the
+            # nesting rule sees every level.
+            as_written = canonical and live.sha256 == entry.after_sha256
+            indented = live.data if as_written else jsonio.indent(live.data)
+            check.report = validated(entry.store, entry.path, value, indented)
+            if isinstance(value, dict):
+                check.problems.extend(_count_problems(entry.counts, transform.counts(kind, value)))
+            workers.outlive(value)
 
 
 def _count_problems(recorded: dict[str, int], actual: dict[str, int]) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from . import durable, jsonio, split, transform, validate
+from . import durable, jsonio, transform, validate
 from .errors import StoreMigrateError, StoreRefused
 from .logs import timed
 from .stores import StoreKind, store_kind
@@ -97,14 +97,10 @@ def validated(
     """Validate a parsed store and log the verdict (pointers and reasons only, never values)."""
     with timed() as clock:
         report = validate.validate(store, value, indented, limit=limit)
-    return log_verdict(store, path, report, **clock)
-
-
-def log_verdict(store: str, path: str, report: validate.Report, **fields: Any) -> validate.Report:
-    """Log whether the service can read a store (pointers and reasons only, never values)."""
-    (log.info if report.readable else log.warning)(
-        "store.validated", store=store, path=path, readable=report.readable, unreadable=report.unreadable,
-        problems=[f"{p.pointer}: {p.message}" for p in report.problems], **fields,
+    level = log.info if report.readable else log.warning
+    level(
+        "store.validated", store=store, path=path, readable=report.readable,
+        unreadable=report.unreadable, problems=[f"{p.pointer}: {p.message}" for p in report.problems], **clock,
     )
     return report
 
@@ -141,17 +137,33 @@ def prepare(
     if before is not None and not data and not allow_empty:
         raise _refuse(store, path, "the file is empty (pass --allow-empty to treat it as an empty store)", None)
     with timed() as clock:
-        fast = split.run_split(kind, data, encode=True, limit=validate.DEFAULT_LIMIT)
-        if fast is not None and fast.result is not None and fast.after is not None:
-            result, counts, report, after = fast.result, fast.counts, fast.report, fast.after
-            counters = _counters(kind, result)
-            del data
-            log_verdict(store, path, report, split=True)
-            _refuse_if_strict(store, path, report, strict)
-        else:
-            held = [data]  # handed over, so the bytes can be freed as soon as they are parsed
-            del data
-            result, counts, counters, report, after = _ordinary(kind, store, path, held, strict)
+        try:
+            value: Any = jsonio.decode(data) if data else {}
+        except jsonio.JsonError as exc:
+            raise _refuse(store, path, exc.reason, exc.position(data)) from None
+        del data
+        try:
+            result = transform.backfill(kind, value)
+        except transform.ShapeRefusal as exc:
+            raise _refuse(store, path, exc.reason, exc.pointer) from None
+        counts = transform.counts(kind, result.value)
+        counters = _counters(kind, result)
+    report = validated(store, path, result.value, None)
+    if strict and not report.readable:
+        first = report.problems[0]
+        raise _refuse(
+            store, path,
+            f"the service could not read {report.unreadable} record(s) after migration (--strict); "
+            f"first: {first.message}",
+            first.pointer,
+        )
+    with timed() as encode_clock:
+        compact = jsonio.encode_compact(result.value)
+        del value, result.value
+        after = jsonio.indent(compact)
+        del compact
+        if jsonio.nesting_too_deep(after):
+            raise _refuse(store, path, f"nesting too deep to parse ({jsonio.MAX_DEPTH} levels or more)", None)
         after_sha256 = hashlib.sha256(after).hexdigest()
     prepared = PreparedStore(
         store, path, target, before, after_sha256, len(after), None, counts, report,
@@ -169,47 +181,9 @@ def prepare(
         "store.transformed", store=store, path=path, changed=prepared.changed, added_keys=prepared.added_keys,
         replaced_keys=prepared.replaced_keys, counters={c.name: c.after for c in result.counters},
         counts=counts,
-        bytes=len(after), sha256=after_sha256, **clock,
+        bytes=len(after), sha256=after_sha256, duration_ms=clock["duration_ms"] + encode_clock["duration_ms"],
     )
     return prepared
-
-
-def _refuse_if_strict(store: str, path: str, report: validate.Report, strict: bool) -> None:
-    if strict and not report.readable:
-        first = report.problems[0]
-        raise _refuse(
-            store, path,
-            f"the service could not read {report.unreadable} record(s) after migration (--strict); "
-            f"first: {first.message}",
-            first.pointer,
-        )
-
-
-def _ordinary(
-    kind: StoreKind, store: str, path: str, held: list[bytes], strict: bool
-) -> tuple[transform.TransformResult, dict[str, int], dict[str, tuple[Any, int]], validate.Report, bytes]:
-    """Parse, transform, validate and encode a whole store in this process."""
-    data = held.pop()
-    try:
-        value: Any = jsonio.decode(data) if data else {}
-    except jsonio.JsonError as exc:
-        raise _refuse(store, path, exc.reason, exc.position(data)) from None
-    del data
-    try:
-        result = transform.backfill(kind, value)
-    except transform.ShapeRefusal as exc:
-        raise _refuse(store, path, exc.reason, exc.pointer) from None
-    counts = transform.counts(kind, result.value)
-    counters = _counters(kind, result)
-    report = validated(store, path, result.value, None)
-    _refuse_if_strict(store, path, report, strict)
-    compact = jsonio.encode_compact(result.value)
-    del value, result.value  # the tree goes before the layout pass: less memory at the peak
-    after = jsonio.indent(compact)
-    del compact
-    if jsonio.nesting_too_deep(after):
-        raise _refuse(store, path, f"nesting too deep to parse ({jsonio.MAX_DEPTH} levels or more)", None)
-    return result, counts, counters, report, after
 
 
 def _counters(kind: StoreKind, result: transform.TransformResult) -> dict[str, tuple[Any, int]]:

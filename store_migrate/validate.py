@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Annotated, Any, Literal
@@ -335,27 +334,24 @@ class StoreValidator:
         if top:
             report.unreadable += len({e.absolute_path[0] if e.absolute_path else "" for e in top})
             self._add(report, top, {}, limit)
-        for key in self.members:
+        for key, member_type in self.members.items():
             container = value.get(key)
             if isinstance(container, dict):
-                self.check_members(report, key, container.items(), limit)
+                members: Any = container.items()
             elif isinstance(container, list):
-                self.check_members(report, key, enumerate(container), limit)
+                members = enumerate(container)
+            else:
+                continue
+            for member_key, member in members:
+                try:
+                    msgspec.convert(member, member_type)
+                except msgspec.ValidationError as exc:
+                    report.unreadable += 1
+                    if len(report.problems) < limit:
+                        self._detail(report, key, member_key, member, str(exc), limit)
         if report.unreadable == before:
             report.unreadable += 1
             report.problems.append(Problem("$", f"rejected by the compiled check: {compiled}"))
-
-    def check_members(self, report: Report, key: str, members: Iterable[tuple[Any, Any]], limit: int) -> None:
-        """Count (and describe, up to `limit` problems) the members of container `key` that the
-        service cannot read; members are (map key or list index, value) pairs."""
-        member_type = self.members[key]
-        for member_key, member in members:
-            try:
-                msgspec.convert(member, member_type)
-            except msgspec.ValidationError as exc:
-                report.unreadable += 1
-                if len(report.problems) < limit:
-                    self._detail(report, key, member_key, member, str(exc), limit)
 
     def _detail(self, report: Report, key: str, member_key: Any, member: Any, compiled: str, limit: int) -> None:
         if isinstance(member_key, int):
