@@ -6,6 +6,7 @@ CLI turns into the drop-in stdout lines. Operator mistakes and refusals raise St
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -104,7 +105,7 @@ def _known_results(settings: Settings) -> dict[str, Known]:
         if record.transform_version != transform.TRANSFORM_VERSION or record.tool_version != __version__:
             return {}
         return {
-            e.path: Known(e.after_sha256, e.counts, e.validation_problems or 0, path)
+            e.path: Known(e.after_sha256, e.counts, e.validation_problems or 0, path, e.after_identity)
             for e in record.stores
             if e.validation_problems is not None
         }
@@ -151,7 +152,9 @@ def _write_backup(prepared: PreparedStore, stamp: str, backup_dir: str, advance:
         return None
     path = os.path.join(backup_dir, f"{prepared.store}-{stamp}-{before.sha256[:12]}.bak.json")
     with timed() as clock:
-        same = _identical_backup(os.path.dirname(backup_dir), prepared.store, before.sha256, backup_dir)
+        same = None
+        if prepared.hashed:  # else only a copy of the file itself proves its bytes
+            same = _identical_backup(os.path.dirname(backup_dir), prepared.store, before.sha256, backup_dir)
         if same is not None:
             durable.link_new(same, path)
             advance(before.size)
@@ -334,6 +337,7 @@ def _backup_and_replace(
     except (OSError, StoreMigrateError) as exc:
         raise _fail(record, manifest_path, replaced, exc) from exc
     record.status = COMPLETE
+    record.stores = _with_identities(record.stores, prepared, replaced)
     try:
         durable.atomic_replace(manifest_path, record.to_bytes())
     except OSError as exc:
@@ -345,6 +349,17 @@ def _backup_and_replace(
         ) from exc
     log.info("manifest.written", path=manifest_path, status=COMPLETE)
     return RunResult(manifest_path, backup_dir, record, prepared)
+
+
+def _with_identities(entries: list[StoreEntry], prepared: list[PreparedStore], replaced: Replaced) -> list[StoreEntry]:
+    """Record each store file's identity as it holds its after_sha256 bytes: the new file for a
+    replaced store, the file as read for an unchanged one."""
+    ours = {p.store: identity for p, identity, _ in replaced}
+    result = []
+    for entry, p in zip(entries, prepared, strict=True):
+        identity = ours.get(p.store) if p.changed else (None if p.before is None else p.before.identity)
+        result.append(dataclasses.replace(entry, after_identity=None if identity is None else identity.to_json()))
+    return result
 
 
 def _fail(record: Manifest, manifest_path: str, replaced: Replaced, exc: Exception) -> StoreMigrateError:

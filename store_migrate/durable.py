@@ -40,6 +40,10 @@ class FileIdentity:
     def of(cls, st: os.stat_result) -> FileIdentity:
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
+    def to_json(self) -> dict[str, int]:
+        return {"device": self.device, "inode": self.inode, "size": self.size,
+                "mtime_ns": self.mtime_ns, "ctime_ns": self.ctime_ns}
+
 
 @dataclass(frozen=True)
 class Snapshot:

@@ -36,6 +36,7 @@ class StoreEntry:
     changed: bool
     counts: dict[str, int]
     validation_problems: int | None = None
+    after_identity: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         fields: dict[str, Any] = {
@@ -50,6 +51,8 @@ class StoreEntry:
         }
         if self.validation_problems is not None:
             fields["validation_problems"] = self.validation_problems
+        if self.after_identity is not None:
+            fields["after_identity"] = self.after_identity
         return fields
 
 
@@ -156,6 +159,7 @@ def _entry(manifest_path: str, raw: dict[str, Any]) -> StoreEntry:
         changed=raw["changed"],
         counts=dict(raw["counts"]),
         validation_problems=raw.get("validation_problems"),
+        after_identity=raw.get("after_identity"),
     )
     if entry.backup_path is not None and entry.before_sha256 is not None:
         name = _BACKUP_NAME.fullmatch(os.path.basename(entry.backup_path))

@@ -46,6 +46,9 @@ class Known:
     counts: dict[str, int]
     validation_problems: int
     manifest: str
+    identity: dict[str, int] | None = None
+    """The file's identity right after that run; the same identity now means the same bytes
+    (the backup's read-back hash confirms it before anything else happens)."""
 
 
 @dataclass
@@ -67,6 +70,9 @@ class PreparedStore:
     """Every counter of the kind: name -> (value before, value after); before is None when absent."""
     reused: str | None = None
     """The manifest whose record proved these bytes already migrated (nothing was parsed)."""
+    hashed: bool = True
+    """False when the bytes were taken to be the recorded ones by the file's identity alone:
+    the backup must then be a real copy of the file, whose read-back hash proves them."""
 
     @property
     def changed(self) -> bool:
@@ -203,12 +209,21 @@ def check_known(
     target = os.path.realpath(path)
     try:
         st = os.stat(target)
+        identity = durable.FileIdentity.of(st)
+        if known.identity is not None and identity.to_json() == known.identity and stat.S_ISREG(st.st_mode):
+            before = Before(known.after_sha256, st.st_size, identity, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+            log.info("store.read", store=store, path=path, existed=True, bytes=st.st_size,
+                     sha256=known.after_sha256, hashed=False)
+            if advance is not None:
+                advance(st.st_size)
+            prepared = _already_migrated(store, path, target, before, known, strict)
+            prepared.hashed = False
+            return prepared
         with timed() as clock:
             sha256, size = durable.hash_file(target, advance)
         st_after = os.stat(target)
     except FileNotFoundError:
         return None
-    identity = durable.FileIdentity.of(st)
     if sha256 != known.after_sha256 or durable.FileIdentity.of(st_after) != identity or not stat.S_ISREG(st.st_mode):
         return None
     before = Before(sha256, size, identity, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)

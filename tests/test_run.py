@@ -206,8 +206,32 @@ def test_identical_backups_are_hard_links(stores: Stores) -> None:
     stores.write_samples()
     stores.call(RUN, check=0)
     stores.call(RUN, check=0)
+    for path in stores.paths.values():  # same bytes, new identity: the store is hashed again
+        os.utime(path)
     stores.call(RUN, check=0)
     second, third = (load_json(m) for m in stores.manifests()[1:])
     for before, after in zip(second["stores"], third["stores"], strict=True):
         assert os.stat(before["backup_path"]).st_ino == os.stat(after["backup_path"]).st_ino
         assert sha256(Path(after["backup_path"])) == after["before_sha256"]
+
+
+def test_rerun_trusts_an_unchanged_file_identity_but_the_backup_hash_still_proves_the_bytes(stores: Stores) -> None:
+    stores.write_samples()
+    stores.call(RUN, check=0)
+    first = load_json(stores.newest_manifest())
+    assert all(set(e["after_identity"]) == {"device", "inode", "size", "mtime_ns", "ctime_ns"} for e in first["stores"])
+    second = stores.call(RUN, check=0)
+    reads = [e for e in log_events(second.stderr) if e["event"] == "store.read"]
+    assert [e.get("hashed") for e in reads] == [False, False, False]
+    # a manifest whose identity was edited to match a changed file: the backup's hash catches it
+    stores.paths["domain"].write_text('{"changed": "after the run"}')
+    manifest = stores.newest_manifest()
+    document = load_json(manifest)
+    st = os.stat(stores.paths["domain"])
+    document["stores"][2]["after_identity"] = {"device": st.st_dev, "inode": st.st_ino, "size": st.st_size,
+                                               "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
+    manifest.write_text(json.dumps(document))
+    before = stores.hashes()
+    done = stores.call(RUN, check=1)
+    assert "changed on disk while the run worked" in done.stderr
+    assert stores.hashes() == before
