@@ -96,7 +96,7 @@ def _call(log_format: LogFormat, quiet: bool, work: Callable[[], None]) -> None:
     except StoreMigrateError as exc:
         _fail(exc.message, exc.hint)
     except OSError as exc:
-        from .commands import describe_os_error
+        from .errors import describe_os_error
 
         _fail(describe_os_error(exc))
 

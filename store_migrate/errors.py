@@ -93,3 +93,9 @@ class RollbackRefused(StoreMigrateError):
 
 class ConfigError(StoreMigrateError):
     """The environment or options name paths that cannot be used."""
+
+
+def describe_os_error(exc: OSError) -> str:
+    """`<reason>: <file>` for an operating-system error, as an operator reads it."""
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"

@@ -11,8 +11,9 @@ import json
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError
@@ -22,6 +23,16 @@ from .errors import ManifestInvalid, ManifestNotFound
 from .stores import KIND_ORDER, load_schema
 
 SCHEMA_ID = "openagents.rust_store_migration.v1"
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def stamp(moment: datetime) -> str:
+    """The TIMESTAMP that names a run's manifest and backup directory, like 20260222T085502Z."""
+    return moment.strftime("%Y%m%dT%H%M%SZ")
 PENDING, COMPLETE, REVERTED = "pending", "complete", "reverted"
 
 

@@ -1,0 +1,326 @@
+"""The steps of a backfill run: find what earlier runs proved, prepare every store, reserve a
+timestamp, back up, write the pending manifest, replace, complete; and put everything back when a
+step fails. `commands.run` strings them together."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+
+from . import __version__, durable, manifest, transform, workers
+from .config import Settings
+from .errors import ConcurrentWrite, RunFailed, StoreMigrateError, describe_os_error
+from .logs import timed
+from .manifest import COMPLETE, PENDING, REVERTED, Clock, Manifest, StoreEntry
+from .prepare import Known, PreparedStore, check_known, prepare
+from .progress import Advance, Progress
+
+log = structlog.get_logger("store_migrate")
+
+
+@dataclass
+class RunResult:
+    manifest_path: str
+    backup_dir: str
+    manifest: Manifest
+    stores: list[PreparedStore] = field(default_factory=list)
+
+
+def remove_leftovers(store_paths: list[str], work_dir: str | None) -> None:
+    """Remove temporary files that a killed run or rollback left beside the stores (we hold their
+    lock, which every writer of those holds) and in the work directory (shared with runs on other
+    stores: only files whose writer is gone)."""
+    places = [os.path.split(os.path.realpath(p)) for p in store_paths]
+    removed = [
+        temp for directory, name in places
+        for temp in durable.remove_leftover_temps(directory, only_for=name, locked=True)
+    ]
+    if work_dir is not None:
+        removed += durable.remove_leftover_temps(os.path.join(work_dir, "manifests"))
+        backups = os.path.join(work_dir, "backups")
+        for stamp in sorted(os.listdir(backups)) if os.path.isdir(backups) else ():
+            removed += durable.remove_leftover_temps(os.path.join(backups, stamp))
+    for path in removed:
+        log.warning("temp.removed", path=path)
+
+
+def holds(path: str, sha256: str) -> bool:
+    """Whether `path` holds exactly the bytes with this hash (used on failure paths only)."""
+    try:
+        return durable.hash_file(path)[0] == sha256
+    except OSError:
+        return False
+
+
+def known_results(settings: Settings) -> dict[str, Known]:
+    """What the newest complete manifest written by this very transform proves about each store
+    path: bytes with its after_sha256 are already migrated and need no parsing."""
+    if not os.path.isdir(settings.manifests_dir):
+        return {}
+    for name in sorted(os.listdir(settings.manifests_dir), reverse=True):
+        if not name.endswith(".json"):
+            continue
+        path = os.path.join(settings.manifests_dir, name)
+        try:
+            record = manifest.load(path)
+        except StoreMigrateError as exc:
+            log.warning("manifest.skipped", path=path, reason=exc.message)
+            continue
+        if not record.complete:
+            continue
+        if record.transform_version != transform.TRANSFORM_VERSION or record.tool_version != __version__:
+            return {}
+        return {
+            e.path: Known(e.after_sha256, e.counts, e.validation_problems or 0, path, e.after_identity)
+            for e in record.stores
+            if e.validation_problems is not None
+        }
+    return {}
+
+
+def _reserve_stamp(settings: Settings, clock: Clock) -> tuple[datetime, str]:
+    """A timestamp no other run in this work directory has, and its new backup directory.
+
+    Names sort by time, so two runs in the same second cannot share one: the second waits for
+    the next second. The backup directory is created exclusively, which is the reservation.
+    """
+    durable.ensure_dir(settings.manifests_dir)
+    durable.ensure_dir(settings.backups_root)
+    while True:
+        moment = clock()
+        stamp = manifest.stamp(moment)
+        taken = os.path.exists(os.path.join(settings.manifests_dir, f"{stamp}.json"))
+        backup_dir = os.path.join(settings.backups_root, stamp)
+        if not taken and durable.make_new_dir(backup_dir):
+            return moment, backup_dir
+        time.sleep(max(0.01, 1 - moment.microsecond / 1e6))
+
+
+def _identical_backup(backups_root: str, store: str, sha256: str, exclude: str) -> str | None:
+    """An earlier backup holding exactly these bytes (checked by hash), newest first."""
+    suffix = f"-{sha256[:12]}.bak.json"
+    for stamp in sorted(os.listdir(backups_root), reverse=True):
+        directory = os.path.join(backups_root, stamp)
+        if directory == exclude or not os.path.isdir(directory):
+            continue
+        for name in os.listdir(directory):
+            if name.startswith(f"{store}-") and name.endswith(suffix):
+                candidate = os.path.join(directory, name)
+                if holds(candidate, sha256):
+                    return candidate
+    return None
+
+
+def _write_backup(prepared: PreparedStore, stamp: str, backup_dir: str, advance: Advance) -> str | None:
+    """Back up one store (a hard link when an identical backup exists) and read it back."""
+    before = prepared.before
+    if before is None:
+        return None
+    path = os.path.join(backup_dir, f"{prepared.store}-{stamp}-{before.sha256[:12]}.bak.json")
+    with timed() as clock:
+        same = None
+        if prepared.hashed:  # else only a copy of the file itself proves its bytes
+            same = _identical_backup(os.path.dirname(backup_dir), prepared.store, before.sha256, backup_dir)
+        if same is not None:
+            durable.link_new(same, path)
+            advance(before.size)
+        else:
+            durable.copy_new(prepared.target, path, advance=advance)
+        written, size = durable.hash_file(path, advance)
+    if written != before.sha256:
+        raise ConcurrentWrite(
+            f"[{prepared.store}] {prepared.path} changed on disk while the run worked: its backup reads "
+            f"back with sha256 {written}, expected {before.sha256}; no store was changed",
+            hint="stop the service's writers or wait, then rerun",
+        )
+    log.info("backup.written", store=prepared.store, path=path, bytes=size, sha256=written,
+             linked_to=same, **clock)
+    return path
+
+
+def _replace(prepared: PreparedStore) -> durable.FileIdentity | None:
+    """Rename the prepared new bytes over one store, unless it changed since it was read."""
+    expected = None if prepared.before is None else prepared.before.identity
+    if durable.identity(prepared.target) != expected:
+        raise ConcurrentWrite(
+            f"[{prepared.store}] {prepared.path} changed on disk while the run worked "
+            "(is the service still writing it?)",
+            hint="stop the service's writers or wait, then rerun; the newer data was kept",
+        )
+    assert prepared.temp is not None
+    with timed() as clock:
+        temp, prepared.temp = prepared.temp, None
+        durable.commit_temp(temp, prepared.target)
+    log.info("store.replaced", store=prepared.store, path=prepared.path, bytes=prepared.after_size,
+             sha256=prepared.after_sha256, **clock)
+    return durable.identity(prepared.target)
+
+
+Replaced = list[tuple[PreparedStore, durable.FileIdentity | None, str | None]]
+"""Stores this run replaced: the store, the identity of our new file, and its backup."""
+
+
+def _put_back(replaced: Replaced) -> list[str]:
+    """Return replaced stores to their old bytes (from their backups); what could not be."""
+    failures = []
+    for prepared, ours, backup in reversed(replaced):
+        try:
+            if durable.identity(prepared.target) != ours:
+                failures.append(f"{prepared.path} (changed again since this run replaced it)")
+                continue
+            if prepared.before is None:
+                durable.remove(prepared.target)
+            else:
+                assert backup is not None
+                saved = durable.read_snapshot(backup)
+                if saved is None or saved.sha256 != prepared.before.sha256:
+                    failures.append(f"{prepared.path} (its backup {backup} does not hold the old bytes)")
+                    continue
+                durable.atomic_replace(prepared.target, saved.data, mode=prepared.before.mode)
+            log.info("store.put_back", store=prepared.store, path=prepared.path)
+        except OSError as exc:
+            failures.append(f"{prepared.path} ({exc.strerror})")
+    return failures
+
+
+def prepare_all(
+    settings: Settings,
+    allow_empty: bool,
+    strict: bool,
+    known: dict[str, Known],
+    progress: Progress,
+    write: bool = True,
+) -> list[PreparedStore]:
+    """Prepare every store (in parallel when big); if any cannot be, discard what the others
+    prepared and raise the first failure in store order."""
+    sizes = [durable.size_of(os.path.realpath(s.path)) for s in settings.stores]
+    known_bytes = sum(size for s, size in zip(settings.stores, sizes, strict=True) if s.path in known)
+    with progress.task("hashing stores", known_bytes) as advance:
+        shortcuts = workers.in_threads(
+            lambda s: check_known(s.kind, s.path, known[s.path], strict=strict, advance=advance)
+            if s.path in known else None,
+            settings.stores, sum(sizes),
+        )
+    rest = [i for i, done in enumerate(shortcuts) if done is None]
+    jobs = [(settings.stores[i].kind, settings.stores[i].path, allow_empty, strict, write) for i in rest]
+    with progress.task(f"parsing, checking and encoding {len(rest)} store(s)", sum(sizes[i] for i in rest)) as advance:
+        full = workers.map_stores(_prepare_job, jobs, [sizes[i] for i in rest],
+                                  on_done=lambda j: advance(sizes[rest[j]]))
+    outcomes: list[PreparedStore | BaseException] = [done for done in shortcuts if done is not None]
+    for i, outcome in zip(rest, full, strict=True):
+        outcomes.insert(i, outcome)
+    prepared = [o for o in outcomes if isinstance(o, PreparedStore)]
+    failures = [o for o in outcomes if not isinstance(o, PreparedStore)]
+    if failures:
+        for done in prepared:
+            done.discard()
+        raise failures[0]
+    return prepared
+
+
+def _prepare_job(store: str, path: str, allow_empty: bool, strict: bool, write: bool) -> PreparedStore:
+    return prepare(store, path, allow_empty=allow_empty, strict=strict, write=write)
+
+
+def backup_and_replace(
+    settings: Settings, prepared: list[PreparedStore], clock: Clock, progress: Progress
+) -> RunResult:
+    moment, backup_dir = _reserve_stamp(settings, clock)
+    stamp = manifest.stamp(moment)
+    total = sum(p.before.size for p in prepared if p.before)
+    with progress.task("backing up and reading back", 2 * total) as advance:
+        backups = workers.in_threads(lambda p: _write_backup(p, stamp, backup_dir, advance), prepared, total)
+    entries = [
+        StoreEntry(
+            store=p.store,
+            path=p.path,
+            existed=p.before is not None,
+            backup_path=backup,
+            before_sha256=None if p.before is None else p.before.sha256,
+            after_sha256=p.after_sha256,
+            changed=p.changed,
+            counts=p.counts,
+            validation_problems=p.report.unreadable,
+        )
+        for p, backup in zip(prepared, backups, strict=True)
+    ]
+    record = Manifest(
+        generated_at=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        stores=entries,
+        status=PENDING,
+        tool_version=__version__,
+        transform_version=transform.TRANSFORM_VERSION,
+        backup_dir=backup_dir,
+    )
+    manifest_path = os.path.join(settings.manifests_dir, f"{stamp}.json")
+    durable.create_new(manifest_path, record.to_bytes())
+    log.info("manifest.written", path=manifest_path, status=PENDING)
+    replaced: Replaced = []
+    try:
+        for p, backup in zip(prepared, backups, strict=True):
+            if not p.changed:
+                log.info("store.unchanged", store=p.store, path=p.path, sha256=p.after_sha256)
+                continue
+            try:
+                replaced.append((p, _replace(p), backup))
+            except (OSError, StoreMigrateError):
+                # A failure after the rename (fsync of the directory) leaves our bytes in place.
+                if holds(p.target, p.after_sha256):
+                    replaced.append((p, durable.identity(p.target), backup))
+                raise
+    except (OSError, StoreMigrateError) as exc:
+        raise _fail(record, manifest_path, replaced, exc) from exc
+    record.status = COMPLETE
+    record.stores = _with_identities(record.stores, prepared, replaced)
+    try:
+        durable.atomic_replace(manifest_path, record.to_bytes())
+    except OSError as exc:
+        raise RunFailed(
+            f"every store was migrated, but manifest {manifest_path} could not be marked complete: "
+            f"{describe_os_error(exc)}",
+            hint="rerun the backfill (nothing will change and a complete manifest is written), "
+            f"or roll back with {manifest_path}",
+        ) from exc
+    log.info("manifest.written", path=manifest_path, status=COMPLETE)
+    return RunResult(manifest_path, backup_dir, record, prepared)
+
+
+def _with_identities(entries: list[StoreEntry], prepared: list[PreparedStore], replaced: Replaced) -> list[StoreEntry]:
+    """Record each store file's identity as it holds its after_sha256 bytes: the new file for a
+    replaced store, the file as read for an unchanged one."""
+    ours = {p.store: identity for p, identity, _ in replaced}
+    result = []
+    for entry, p in zip(entries, prepared, strict=True):
+        identity = ours.get(p.store) if p.changed else (None if p.before is None else p.before.identity)
+        result.append(dataclasses.replace(entry, after_identity=None if identity is None else identity.to_json()))
+    return result
+
+
+def _fail(record: Manifest, manifest_path: str, replaced: Replaced, exc: Exception) -> StoreMigrateError:
+    """Undo a run that failed part-way and describe what happened."""
+    cause = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+    failures = _put_back(replaced)
+    if failures:
+        log.error("run.failed", manifest=manifest_path, cause=cause, not_put_back=failures)
+        return RunFailed(
+            f"run failed: {cause}; could not put back: {'; '.join(failures)}",
+            hint=f"run the rollback with manifest {manifest_path}",
+        )
+    record.status = REVERTED
+    try:
+        durable.atomic_replace(manifest_path, record.to_bytes())
+    except OSError as write_error:
+        log.error("manifest.not_updated", path=manifest_path, error=str(write_error))
+    log.error("run.failed", manifest=manifest_path, cause=cause, put_back=[p.path for p, _, _ in replaced])
+    if isinstance(exc, ConcurrentWrite):
+        exc.message += f"; stores this run had replaced were put back (manifest {manifest_path})"
+        return exc
+    return RunFailed(
+        f"run failed: {cause}; every store holds its pre-run bytes again",
+        hint=f"manifest {manifest_path} is marked reverted; fix the cause and rerun",
+    )

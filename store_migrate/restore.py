@@ -1,0 +1,140 @@
+"""The steps of a rollback: plan each store (check its backup and its live file), keep a copy of a
+drifted file when forced, restore or remove."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import structlog
+
+from . import durable
+from .errors import ConcurrentWrite, RollbackRefused
+from .logs import timed
+from .manifest import Manifest, StoreEntry
+from .prepare import read_store
+
+log = structlog.get_logger("store_migrate")
+
+
+@dataclass
+class RollbackAction:
+    store: str
+    path: str
+    action: str
+    """`restored`, `removed` or `skipped`: also the word the CLI prints."""
+    reason: str = ""
+    backup: durable.Snapshot | None = None
+    live: durable.Snapshot | None = None
+    forced: bool = False
+    """The live file matched neither hash and --force was given: keep a copy first."""
+    kept_as: str | None = None
+    """Where a drifted live file was kept before a forced rollback replaced or removed it."""
+
+
+@dataclass
+class RollbackResult:
+    manifest: Manifest
+    actions: list[RollbackAction]
+
+
+def _read_backup(entry: StoreEntry) -> tuple[durable.Snapshot | None, str | None]:
+    assert entry.backup_path is not None
+    try:
+        backup = durable.read_snapshot(entry.backup_path)
+    except OSError as exc:
+        return None, f"[{entry.store}] backup unreadable: {entry.backup_path} ({exc.strerror})"
+    if backup is None:
+        return None, f"[{entry.store}] backup missing: {entry.backup_path}"
+    if backup.sha256 != entry.before_sha256:
+        return None, (
+            f"[{entry.store}] backup sha mismatch: {entry.backup_path} "
+            f"(expected {entry.before_sha256}, actual {backup.sha256})"
+        )
+    return backup, None
+
+
+def plan(entry: StoreEntry, force: bool) -> tuple[RollbackAction, str | None]:
+    """What rollback would do for one store, or why it must not."""
+    live = read_store(entry.store, os.path.realpath(entry.path))
+    action = RollbackAction(entry.store, entry.path, "skipped", live=live)
+    drift = live is not None and live.sha256 not in (entry.after_sha256, entry.before_sha256)
+    if entry.existed:
+        action.backup, problem = _read_backup(entry)
+        if problem:
+            return action, problem
+        if live is not None and live.sha256 == entry.before_sha256:
+            action.reason = "already at before_sha256"
+        else:
+            action.action = "restored"
+            action.reason = "file missing" if live is None else ""
+    elif live is None:
+        action.reason = "already absent"
+    else:
+        action.action = "removed"
+    if drift and not force:
+        assert live is not None
+        return action, (
+            f"[{entry.store}] {entry.path} was written after the migration: its sha256 {live.sha256} "
+            "matches neither after_sha256 nor before_sha256 (is the service live?); "
+            "rerun with --force to keep a copy of it and roll back anyway"
+        )
+    if drift:
+        action.forced = True
+    return action, None
+
+
+def _keep_drifted(action: RollbackAction, directory: str, stamp: str) -> None:
+    assert action.live is not None
+    kept = os.path.join(directory, f"{action.store}-{stamp}-{action.live.sha256[:12]}.pre-rollback.json")
+    durable.ensure_dir(directory)
+    if not os.path.exists(kept):
+        durable.create_new(kept, action.live.data)
+    digest, _ = durable.hash_file(kept)
+    if digest != action.live.sha256:
+        raise RollbackRefused(f"[{action.store}] copy {kept} of the newer file does not read back intact")
+    action.kept_as = kept
+    log.warning("store.kept_before_rollback", store=action.store, path=action.path, kept_as=kept, sha256=digest)
+
+
+def _pre_rollback_dir(record: Manifest, manifest_path: str) -> str:
+    if record.backup_dir:
+        return record.backup_dir
+    for entry in record.stores:
+        if entry.backup_path:
+            return os.path.dirname(entry.backup_path)
+    manifests_dir = os.path.dirname(os.path.abspath(manifest_path))
+    stem = os.path.splitext(os.path.basename(manifest_path))[0]
+    return os.path.join(os.path.dirname(manifests_dir), "backups", stem)
+
+
+def apply(action: RollbackAction, record: Manifest, manifest_path: str, stamp: str) -> None:
+    if action.action == "skipped":
+        log.info("store.skipped", store=action.store, path=action.path, reason=action.reason)
+        return
+    target = os.path.realpath(action.path)
+    expected = None if action.live is None else action.live.identity
+    if durable.identity(target) != expected:
+        raise ConcurrentWrite(
+            f"[{action.store}] {action.path} changed on disk during the rollback",
+            hint="stop the service's writers, then rerun the rollback (it is safe to rerun)",
+        )
+    if action.forced:
+        _keep_drifted(action, _pre_rollback_dir(record, manifest_path), stamp)
+    with timed() as clock:
+        if action.action == "removed":
+            durable.remove(target)
+        else:
+            assert action.backup is not None
+            live = action.live
+            mode = live.mode if live is not None else durable.FILE_MODE
+            owner = None
+            if live is not None and (live.uid, live.gid) != (os.geteuid(), os.getegid()):
+                owner = (live.uid, live.gid)
+            if live is None:
+                durable.ensure_dir(os.path.dirname(target))
+            durable.atomic_replace(target, action.backup.data, mode=mode, owner=owner)
+    log.info(
+        f"store.{action.action}", store=action.store, path=action.path,
+        sha256=None if action.backup is None else action.backup.sha256, **clock,
+    )

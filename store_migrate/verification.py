@@ -1,0 +1,151 @@
+"""The checks verify makes on one store: checksum, shape, counts, backup, service readability,
+and count drops against a baseline."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import structlog
+
+from . import durable, jsonio, summary, transform, validate, workers
+from .errors import StoreMigrateError
+from .logs import timed
+from .manifest import Manifest, StoreEntry
+from .prepare import read_store, validated
+from .stores import StoreKind, store_kind
+
+log = structlog.get_logger("store_migrate")
+
+
+@dataclass
+class StoreCheck:
+    store: str
+    path: str
+    problems: list[str] = field(default_factory=list)
+    """Each problem is one message; continuation lines start with two spaces."""
+    report: validate.Report | None = None
+    """Can the service read the live file? (None when it could not be parsed at all.)"""
+    live_sha256: str | None = None
+    backup_ok: bool | None = None
+    """Whether the backup exists and hashes to before_sha256 (None: the store did not exist)."""
+
+    def failed(self, strict: bool) -> bool:
+        return bool(self.problems) or (strict and self.report is not None and not self.report.readable)
+
+
+@dataclass
+class VerifyResult:
+    manifest: Manifest
+    problems: list[str]
+    """Problems with the manifest itself (for example a run that did not complete)."""
+    stores: list[StoreCheck]
+    strict: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not any(s.failed(self.strict) for s in self.stores)
+
+
+def _sha_problem(what: str, expected: str | None, actual: str) -> str:
+    return f"{what}\n  expected: {expected}\n  actual:   {actual}"
+
+
+def drops(baseline: dict[str, int], now: dict[str, int], source: str, max_drop: int) -> list[str]:
+    """The runbook's "unexpected data drops": counts that fell by more than `max_drop`."""
+    return [
+        f"count {name} dropped by {old - now[name]} against baseline {source} "
+        f"({old} -> {now[name]}; --max-drop {max_drop})"
+        for name, old in sorted(baseline.items())
+        if name in now and old - now[name] > max_drop
+    ]
+
+
+def verify_store(entry: StoreEntry, canonical: bool, strict: bool) -> StoreCheck:
+    """Verify one store (in a worker process when the stores are big)."""
+    with timed() as clock:
+        check, live = _check_store(entry, canonical, strict)
+    log.info(
+        "store.verified", store=entry.store, path=entry.path, ok=not check.problems,
+        problems=len(check.problems), sha256=None if live is None else live[0],
+        bytes=None if live is None else live[1], **clock,
+    )
+    return check
+
+
+def _check_store(entry: StoreEntry, canonical: bool, strict: bool) -> tuple[StoreCheck, tuple[str, int] | None]:
+    """Checksum, shape, counts, backup and service readability of one store.
+
+    When the bytes are exactly those the manifest records and the run recorded its validation
+    verdict, shape and counts come from `summary` (no full parse) and the verdict is the recorded
+    one; `strict` always parses and validates in full."""
+    check = StoreCheck(entry.store, entry.path)
+    kind = store_kind(entry.store)
+    with ThreadPoolExecutor(max_workers=1) as background:  # hashing the backup releases the GIL
+        backup = background.submit(_backup_problems, entry) if entry.existed else None
+        try:
+            live = read_store(entry.store, entry.path)
+        except StoreMigrateError as exc:
+            check.problems.append(exc.message)
+            live = None
+        else:
+            _check_live(check, kind, entry, live, canonical, strict)
+            check.live_sha256 = None if live is None else live.sha256
+        if backup is not None:
+            backup_problems = backup.result()
+            check.backup_ok = not backup_problems
+            check.problems.extend(backup_problems)
+    return check, None if live is None else (live.sha256, len(live.data))
+
+
+def _check_live(
+    check: StoreCheck, kind: StoreKind, entry: StoreEntry, live: durable.Snapshot | None, canonical: bool, strict: bool
+) -> None:
+    if live is None:
+        check.problems.append(f"store file missing: {entry.path}")
+    elif live.sha256 != entry.after_sha256:
+        check.problems.append(_sha_problem("sha mismatch", entry.after_sha256, live.sha256))
+    quick = None
+    if live is not None and not strict and entry.validation_problems is not None and live.sha256 == entry.after_sha256:
+        quick = summary.summarize(kind, live.data)
+    if quick is not None:
+        check.problems.extend(f"shape: {p}" for p in quick.shape_problems)
+        check.problems.extend(_count_problems(entry.counts, quick.counts))
+        check.report = validate.Report(entry.store, unreadable=entry.validation_problems or 0)
+    elif live is not None:
+        try:
+            value = jsonio.decode(live.data)
+        except jsonio.JsonError as exc:
+            where = exc.position(live.data)
+            check.problems.append(f"does not parse: {exc.reason}" + (f" at {where}" if where else ""))
+        else:
+            check.problems.extend(f"shape: {p}" for p in transform.shape_problems(kind, value))
+            # This tool writes canonical (indented) bytes; anything else is indented first so the
+            # nesting rule sees every level.
+            as_written = canonical and live.sha256 == entry.after_sha256
+            indented = live.data if as_written else jsonio.indent(live.data)
+            check.report = validated(entry.store, entry.path, value, indented)
+            if isinstance(value, dict):
+                check.problems.extend(_count_problems(entry.counts, transform.counts(kind, value)))
+            workers.outlive(value)
+
+
+def _count_problems(recorded: dict[str, int], actual: dict[str, int]) -> list[str]:
+    return [
+        f"count {name}: manifest has {recorded.get(name)}, file has {actual.get(name)}"
+        for name in sorted(set(actual) | set(recorded))
+        if actual.get(name) != recorded.get(name)
+    ]
+
+
+def _backup_problems(entry: StoreEntry) -> list[str]:
+    assert entry.backup_path is not None
+    try:
+        digest, _ = durable.hash_file(entry.backup_path)
+    except FileNotFoundError:
+        return [f"backup missing: {entry.backup_path}"]
+    except OSError as exc:
+        return [f"backup unreadable: {entry.backup_path} ({exc.strerror})"]
+    if digest != entry.before_sha256:
+        return [_sha_problem(f"backup sha mismatch: {entry.backup_path}", entry.before_sha256, digest)]
+    return []
