@@ -220,10 +220,7 @@ def prune(settings: Settings, *, keep: int, dry_run: bool = False) -> PruneResul
         if not dry_run:
             durable.remove(path)
             if os.path.isdir(backups) and os.path.dirname(os.path.abspath(backups)) == settings.backups_root:
-                for leftover in os.listdir(backups):
-                    durable.remove(os.path.join(backups, leftover))
-                os.rmdir(backups)
-                durable.fsync_dir(settings.backups_root)
+                durable.remove_tree(backups)
         log.info("manifest.pruned", path=path, backups=backups, dry_run=dry_run)
         result.removed += [path, backups]
     return result

@@ -281,6 +281,15 @@ def remove(path: str) -> None:
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
+def remove_tree(directory: str) -> None:
+    """Remove a directory of files (a run's backups), durably."""
+    for name in os.listdir(directory):
+        unlink(os.path.join(directory, name))
+    fsync_dir(directory)
+    os.rmdir(directory)
+    fsync_dir(os.path.dirname(os.path.abspath(directory)))
+
+
 _TEMP_NAME = re.compile(r"\A\.(?P<name>.+)" + re.escape(TEMP_MARK) + r"(?P<pid>\d+)-[0-9a-f]{8}\Z")
 
 
