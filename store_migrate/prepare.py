@@ -111,8 +111,11 @@ def validated(
     return report
 
 
-def _refuse(store: str, path: str, reason: str, position: str | None) -> StoreRefused:
-    log.warning("store.refused", store=store, path=path, reason=reason, position=position)
+def _refuse(before: Before | None, store: str, path: str, reason: str, position: str | None) -> StoreRefused:
+    log.warning(
+        "store.refused", store=store, path=path, reason=reason, position=position,
+        bytes=None if before is None else before.size, sha256=None if before is None else before.sha256,
+    )
     return StoreRefused(path, reason, position=position)
 
 
@@ -141,24 +144,24 @@ def prepare(
     data = b"" if snapshot is None else snapshot.data
     del snapshot
     if before is not None and not data and not allow_empty:
-        raise _refuse(store, path, "the file is empty (pass --allow-empty to treat it as an empty store)", None)
+        raise _refuse(before, store, path, "the file is empty (pass --allow-empty to treat it as an empty store)", None)
     with timed() as clock:
         try:
             value: Any = jsonio.decode(data) if data else {}
         except jsonio.JsonError as exc:
-            raise _refuse(store, path, exc.reason, exc.position(data)) from None
+            raise _refuse(before, store, path, exc.reason, exc.position(data)) from None
         del data
         try:
             result = transform.backfill(kind, value)
         except transform.ShapeRefusal as exc:
-            raise _refuse(store, path, exc.reason, exc.pointer) from None
+            raise _refuse(before, store, path, exc.reason, exc.pointer) from None
         counts = transform.counts(kind, result.value)
         counters = _counters(kind, result)
     report = validated(store, path, result.value, None)
     if strict and not report.readable:
         first = report.problems[0]
         raise _refuse(
-            store, path,
+            before, store, path,
             f"the service could not read {report.unreadable} record(s) after migration (--strict); "
             f"first: {first.message}",
             first.pointer,
@@ -169,7 +172,7 @@ def prepare(
         after = jsonio.indent(compact)
         del compact
         if jsonio.nesting_too_deep(after):
-            raise _refuse(store, path, f"nesting too deep to parse ({jsonio.MAX_DEPTH} levels or more)", None)
+            raise _refuse(before, store, path, f"nesting too deep to parse ({jsonio.MAX_DEPTH} levels or more)", None)
         after_sha256 = hashlib.sha256(after).hexdigest()
     prepared = PreparedStore(
         store, path, target, before, after_sha256, len(after), None, counts, report,
@@ -239,7 +242,7 @@ def _already_migrated(
     report = validate.Report(store, unreadable=known.validation_problems)
     if strict and not report.readable:
         raise _refuse(
-            store, path,
+            before, store, path,
             f"the service could not read {report.unreadable} record(s) (recorded in {known.manifest}; --strict)",
             None,
         )

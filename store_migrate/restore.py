@@ -136,5 +136,6 @@ def apply(action: RollbackAction, record: Manifest, manifest_path: str, stamp: s
             durable.atomic_replace(target, action.backup.data, mode=mode, owner=owner)
     log.info(
         f"store.{action.action}", store=action.store, path=action.path,
-        sha256=None if action.backup is None else action.backup.sha256, **clock,
+        sha256=None if action.backup is None else action.backup.sha256,
+        bytes=None if action.backup is None else len(action.backup.data), **clock,
     )
