@@ -14,11 +14,14 @@ import contextlib
 import errno
 import hashlib
 import os
+import queue
 import re
 import secrets
 import stat
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 TEMP_MARK = ".store-migrate-tmp-"
 FILE_MODE = 0o600
@@ -192,6 +195,56 @@ def write_temp(directory: str, name: str, data: bytes, mode: int, owner: tuple[i
         discard(temp)
         raise
     return temp
+
+
+def write_temp_stream(
+    directory: str, name: str, pieces: Iterable[bytes | memoryview], mode: int, owner: tuple[int, int] | None,
+    digest: Any,
+) -> tuple[str, int]:
+    """`write_temp` for bytes made in pieces: a second thread hashes each piece into `digest` and
+    writes it while the caller's thread makes the next one (hashing and writing release the GIL).
+    Returns the temporary file's path and its size."""
+    temp, fd = _open_temp(directory, name)
+    handoff: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=4)
+    failed: list[BaseException] = []
+    written = 0
+
+    def drain() -> None:
+        nonlocal written
+        while (piece := handoff.get()) is not None:
+            if failed:
+                continue  # keep taking pieces so the maker never blocks on a dead writer
+            try:
+                digest.update(piece)
+                write_all(fd, piece)
+                written += len(piece)
+            except Exception as exc:  # noqa: BLE001 - raised again in the caller's thread
+                failed.append(exc)
+
+    writer = threading.Thread(target=drain, name="store-migrate-writer", daemon=True)
+    writer.start()
+    try:
+        try:
+            try:
+                for piece in pieces:
+                    if failed:
+                        break
+                    handoff.put(piece)
+            finally:
+                handoff.put(None)
+                writer.join()
+            if failed:
+                raise failed[0]
+            if owner is not None:
+                os.fchown(fd, *owner)
+            os.fchmod(fd, mode)
+            fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        discard(temp)
+        raise
+    return temp, written
 
 
 def discard(path: str) -> None:

@@ -12,6 +12,7 @@ exactly this layout (measured: about 2.5 s to decode and re-encode a 230 MB stor
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ MAX_DEPTH = 128
 """The service's reader gives up at this many nested levels (the root object is level 1)."""
 
 _encoder = msgspec.json.Encoder(order="sorted")
+_typed_encoder = msgspec.json.Encoder(order="deterministic")
 _decoder = msgspec.json.Decoder()
 _BYTE_POS = re.compile(r"\(byte (\d+)\)")
 _LONE_SURROGATE = re.compile(
@@ -139,3 +141,81 @@ def _member_value(line: bytes) -> bytes:
             return line[i + 1 :].removeprefix(b": ")
         i += 1
     return b""
+
+
+def encode_compact_typed(value: Any) -> bytes:
+    """`encode_compact` for a value whose structs declare their fields in code-point order (the
+    exact types of structs.py): maps are sorted, struct fields are written as declared. The same
+    bytes as `encode_compact`, without sorting every record's fields (0.3 s against 0.45 s for a
+    200 MB store)."""
+    return _typed_encoder.encode(value)
+
+
+PIECE_BYTES = 1 << 19
+"""About how big a piece of CanonicalPieces is: small enough that its buffers are reused from the
+heap instead of being mapped afresh (and page-faulted) for every piece."""
+
+
+class CanonicalPieces:
+    """The canonical bytes of a store's top-level object (a dict), in pieces of a few megabytes.
+
+    `b"".join(CanonicalPieces(value))` equals `encode(value)` for a dict of plain values or of
+    exact structs (structs.py). Each top-level member is laid out on its own and a big
+    container `batch` members at a time: the batch is encoded under its top-level key, as
+    `{key: {members}}`, so msgspec lays out the members at their real depth, and the lines
+    between the wrapper's first two and last two are the members' lines. Pieces reuse the same
+    few megabytes of memory instead of two buffers the size of the store, and the caller can hash
+    and write one piece while the next is made (a 240 MB codex store: 0.9 s to lay out, hash and
+    write, against 1.3 s to encode and lay out in one go and 0.7 s to hash and write after).
+
+    `too_deep` tells, once every piece was taken, whether the nesting rule
+    (`nesting_too_deep`) is broken anywhere.
+    """
+
+    def __init__(self, value: dict[str, Any], batch: int | None = None) -> None:
+        self.value = value
+        self.batch = batch
+        """Members per piece; None: as many as make about PIECE_BYTES, learnt as pieces are made."""
+        self.too_deep = False
+
+    def _laid_out(self, wrapper: dict[str, Any]) -> bytes:
+        text = msgspec.json.format(_typed_encoder.encode(wrapper), indent=2)
+        self.too_deep = self.too_deep or nesting_too_deep(text)
+        return text
+
+    def __iter__(self) -> Iterator[bytes | memoryview]:
+        keys = sorted(self.value)
+        if not keys:
+            yield b"{}"
+            return
+        yield b"{\n"
+        for index, key in enumerate(keys):
+            held = self.value[key]
+            if index:
+                yield b",\n"
+            if isinstance(held, (dict, list)) and len(held) > (self.batch or 1):
+                yield from self._container(key, held)
+            else:  # `{\n  "key": value\n}` without its first and last two bytes
+                yield memoryview(self._laid_out({key: held}))[2:-2]
+        yield b"\n}"
+
+    def _container(self, key: str, held: dict[str, Any] | list[Any]) -> Iterator[bytes | memoryview]:
+        opening, closing = (b"{", b"}") if isinstance(held, dict) else (b"[", b"]")
+        yield b"  " + _typed_encoder.encode(key) + b": " + opening + b"\n"
+        members = sorted(held) if isinstance(held, dict) else None
+        start, count = 0, self.batch or 16
+        while start < len(held):
+            if isinstance(held, dict):
+                assert members is not None
+                part: Any = {k: held[k] for k in members[start : start + count]}
+            else:
+                part = held[start : start + count]
+            # `{\n  "key": {\n` + the members' lines + `\n  }\n}`; the key has no raw newline
+            text = self._laid_out({key: part})
+            if start:
+                yield b",\n"
+            yield memoryview(text)[text.index(b"\n", 2) + 1 : -6]
+            start += count
+            if self.batch is None:
+                count = max(1, min(count * 4, count * PIECE_BYTES // len(text)))
+        yield b"\n  " + closing

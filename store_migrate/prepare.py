@@ -4,7 +4,8 @@ bytes written (fsynced) to a temporary file beside it. Nothing is replaced here.
 This is the heavy part of a run, so it is a plain function of picklable arguments that returns
 a small picklable result (no store bytes): `workers.map_stores` runs it in worker processes when
 the stores are big. Memory stays near the parsed tree of one store: the input bytes are dropped
-once parsed, and the tree is dropped before the compact encoding is laid out with indentation.
+once parsed, and the new bytes are laid out, hashed and written a few megabytes at a time
+(jsonio.CanonicalPieces, durable.write_temp_stream).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from . import durable, jsonio, transform, validate
+from . import durable, jsonio, transform, typed, validate, workers
 from .errors import StoreMigrateError, StoreRefused
 from .logs import timed
 from .stores import StoreKind, store_kind
@@ -97,16 +98,30 @@ def read_store(store: str, path: str) -> durable.Snapshot | None:
         raise StoreMigrateError(f"[{store}] cannot read {path}: {exc.strerror}") from None
 
 
+def parse(kind: StoreKind, path: str, data: bytes) -> tuple[Any, bool]:
+    """The store as typed.decode reads it and True; or None and False when it declines (the caller
+    then parses in full, which also names what is wrong with bytes that are not JSON)."""
+    if not data:
+        return None, False
+    try:
+        return typed.decode(kind, data), True
+    except typed.Declined as exc:
+        log.info("store.general_path", store=kind.name, path=path, reason=str(exc))
+        return None, False
+
+
 def validated(
-    store: str, path: str, value: object, indented: bytes | None, limit: int = validate.DEFAULT_LIMIT
+    store: str, path: str, value: object, indented: bytes | None, limit: int = validate.DEFAULT_LIMIT,
+    *, typed: bool = False,
 ) -> validate.Report:
     """Validate a parsed store and log the verdict (pointers and reasons only, never values)."""
     with timed() as clock:
-        report = validate.validate(store, value, indented, limit=limit)
+        report = validate.validate(store, value, indented, limit=limit, typed=typed)
     level = log.info if report.readable else log.warning
     level(
         "store.validated", store=store, path=path, readable=report.readable,
-        unreadable=report.unreadable, problems=[f"{p.pointer}: {p.message}" for p in report.problems], **clock,
+        unreadable=report.unreadable, problems=[f"{p.pointer}: {p.message}" for p in report.problems],
+        typed=typed, **clock,
     )
     return report
 
@@ -146,10 +161,12 @@ def prepare(
     if before is not None and not data and not allow_empty:
         raise _refuse(before, store, path, "the file is empty (pass --allow-empty to treat it as an empty store)", None)
     with timed() as clock:
-        try:
-            value: Any = jsonio.decode(data) if data else {}
-        except jsonio.JsonError as exc:
-            raise _refuse(before, store, path, exc.reason, exc.position(data)) from None
+        value, typed_ok = parse(kind, path, data)
+        if not typed_ok:
+            try:
+                value = jsonio.decode(data) if data else {}
+            except jsonio.JsonError as exc:
+                raise _refuse(before, store, path, exc.reason, exc.position(data)) from None
         del data
         try:
             result = transform.backfill(kind, value)
@@ -157,7 +174,7 @@ def prepare(
             raise _refuse(before, store, path, exc.reason, exc.pointer) from None
         counts = transform.counts(kind, result.value)
         counters = _counters(kind, result)
-    report = validated(store, path, result.value, None)
+    report = validated(store, path, result.value, None, typed=typed_ok)
     if strict and not report.readable:
         first = report.problems[0]
         raise _refuse(
@@ -167,30 +184,42 @@ def prepare(
             first.pointer,
         )
     with timed() as encode_clock:
-        compact = jsonio.encode_compact(result.value)
-        del value, result.value
-        after = jsonio.indent(compact)
-        del compact
-        if jsonio.nesting_too_deep(after):
-            raise _refuse(before, store, path, f"nesting too deep to parse ({jsonio.MAX_DEPTH} levels or more)", None)
-        after_sha256 = hashlib.sha256(after).hexdigest()
+        pieces = jsonio.CanonicalPieces(result.value)
+        digest = hashlib.sha256()
+        temp = None
+        if write:
+            mode = durable.FILE_MODE if before is None else before.mode
+            owner = None
+            if before is not None and (before.uid, before.gid) != (os.geteuid(), os.getegid()):
+                owner = (before.uid, before.gid)
+            directory = os.path.dirname(target)
+            durable.ensure_dir(directory)
+            temp, size = durable.write_temp_stream(
+                directory, os.path.basename(target), pieces, stat.S_IMODE(mode), owner, digest
+            )
+        else:
+            size = 0
+            for piece in pieces:
+                digest.update(piece)
+                size += len(piece)
+        too_deep = pieces.too_deep
+        workers.outlive(value)  # in a worker, never freed one by one (see workers.py)
+        del value, result.value, pieces
+        after_sha256 = digest.hexdigest()
     prepared = PreparedStore(
-        store, path, target, before, after_sha256, len(after), None, counts, report,
+        store, path, target, before, after_sha256, size, temp, counts, report,
         result.added_keys, result.replaced_keys, counters,
     )
-    if prepared.changed and write:
-        mode = durable.FILE_MODE if before is None else before.mode
-        owner = None
-        if before is not None and (before.uid, before.gid) != (os.geteuid(), os.getegid()):
-            owner = (before.uid, before.gid)
-        directory = os.path.dirname(target)
-        durable.ensure_dir(directory)
-        prepared.temp = durable.write_temp(directory, os.path.basename(target), after, stat.S_IMODE(mode), owner)
+    if too_deep:
+        prepared.discard()
+        raise _refuse(before, store, path, f"nesting too deep to parse ({jsonio.MAX_DEPTH} levels or more)", None)
+    if not prepared.changed:
+        prepared.discard()
     log.info(
         "store.transformed", store=store, path=path, changed=prepared.changed, added_keys=prepared.added_keys,
         replaced_keys=prepared.replaced_keys, counters={c.name: c.after for c in result.counters},
         counts=counts,
-        bytes=len(after), sha256=after_sha256, duration_ms=clock["duration_ms"] + encode_clock["duration_ms"],
+        bytes=size, sha256=after_sha256, duration_ms=clock["duration_ms"] + encode_clock["duration_ms"],
     )
     return prepared
 

@@ -1,5 +1,7 @@
 """The backfill transform: a parsed store in, the current shape out, plus what changed. No I/O.
 
+Rows may be dicts (the general path) or structs (typed.py); top-level members are a dict either way.
+
 Rules (README, "What the backfill does"):
 - the root must be an object;
 - every container key of the kind is present with its type: absent, `null` or the *other* empty
@@ -14,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from .stores import Container, StoreKind
 
@@ -50,10 +54,14 @@ class TransformResult:
 
 
 def row_id(row: Any) -> int:
-    """A row's id for counter purposes: a u64 integer, or a `+`/digits string up to 2^64-1; else 0."""
-    if not isinstance(row, dict):
+    """A row's id for counter purposes: a u64 integer, or a `+`/digits string up to 2^64-1; else 0.
+    A row is an object: a dict, or a struct of typed.py (an absent id reads as UNSET)."""
+    if isinstance(row, dict):
+        value = row.get("id")
+    elif isinstance(row, msgspec.Struct):
+        value = getattr(row, "id", None)
+    else:
         return 0
-    value = row.get("id")
     if type(value) is int:
         return value if 0 <= value <= U64_MAX else 0
     if type(value) is str:

@@ -3,7 +3,7 @@
 Two validators are built from each schema file, and must agree (a test checks it on the whole
 test corpus):
 
-- a compiled one: msgspec types generated from the schema, run over the parsed store in C
+- a compiled one: msgspec types generated from the schema (structs.py), run over the parsed store in C
   (about 0.9 s for a 180 MB codex store), for the yes/no answer;
 - the `jsonschema` package, run only on the records the compiled check rejected, for messages
   that name the JSON path and the reason.
@@ -26,28 +26,18 @@ import json
 import re
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import msgspec
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError
 from jsonschema.validators import extend
 
-from . import jsonio
-from .errors import SchemaFileError
+from . import jsonio, structs
 from .stores import StoreKind, store_kind
 
 DEFAULT_LIMIT = 20
-_DAY = r"(?:0[1-9]|1\d|2[0-8])"
-RFC3339 = re.compile(
-    r"\A(?:\d{4}-(?:(?:0[13578]|1[02])-(?:" + _DAY + r"|29|3[01])|(?:0[469]|11)-(?:" + _DAY + r"|29|30)"
-    r"|02-" + _DAY + r")"
-    r"|(?:\d\d(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)"
-    r"[Tt](?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d+)?(?:[Zz]|[+-](?:[01]\d|2[0-3]):[0-5]\d)\Z"
-)
-"""An RFC 3339 date-time with a time zone and a real calendar date (leap years included)."""
-
+RFC3339 = structs.RFC3339
 _U_NAMES = {65535: "u16", 4294967295: "u32", 18446744073709551615: "u64"}
-_ANNOTATIONS = {"description", "title", "$comment", "$schema", "$id", "x-store-migrate", "x-counter-for", "$defs"}
 
 
 @dataclass(frozen=True)
@@ -70,120 +60,6 @@ class Report:
     @property
     def readable(self) -> bool:
         return self.unreadable == 0 and not self.problems
-
-
-# ------------------------------------------------------------------ the compiled validator
-
-
-class _TypeBuilder:
-    """Translate the subset of JSON Schema the store schemas use into msgspec types.
-
-    Anything outside that subset is a SchemaFileError: the two validators must never silently
-    disagree about a keyword one of them ignores.
-    """
-
-    def __init__(self, schema: dict[str, Any]) -> None:
-        self.defs = schema.get("$defs", {})
-        self.built: dict[str, Any] = {}
-
-    def build(self, node: dict[str, Any], name: str) -> Any:
-        unknown = set(node) - _ANNOTATIONS - {
-            "type", "properties", "required", "additionalProperties", "items", "enum",
-            "minimum", "maximum", "format", "$ref",
-        }
-        if unknown:
-            raise SchemaFileError(f"schema keyword(s) {sorted(unknown)} at {name} are not supported by the validator")
-        if "$ref" in node:
-            return self.ref(node["$ref"])
-        if "enum" in node:
-            values = [v for v in node["enum"] if v is not None]
-            literal: Any = Literal[tuple(values)]
-            return literal | None if None in node["enum"] else literal
-        types = node.get("type")
-        if types is None:
-            return Any
-        nullable = isinstance(types, list) and "null" in types
-        kinds = [t for t in (types if isinstance(types, list) else [types]) if t != "null"]
-        if len(kinds) != 1:
-            raise SchemaFileError(f"schema at {name}: only one non-null type is supported, got {types}")
-        built = self.typed(kinds[0], node, name)
-        return built | None if nullable else built
-
-    def typed(self, kind: str, node: dict[str, Any], name: str) -> Any:
-        if kind == "string":
-            if node.get("format") == "date-time":
-                return Annotated[str, msgspec.Meta(pattern=RFC3339.pattern)]
-            return str
-        if kind == "boolean":
-            return bool
-        if kind == "integer":
-            low, high = node.get("minimum"), node.get("maximum")
-            if high is not None and high > 2**63 - 1:
-                # msgspec bounds stop at int64; the u64 ceiling is checked in __post_init__.
-                return Annotated[int, msgspec.Meta(ge=low)] if low is not None else int
-            return Annotated[int, msgspec.Meta(ge=low, le=high)]
-        if kind == "array":
-            return list[self.build(node.get("items", {}), f"{name}[]")]  # type: ignore[misc]
-        if kind == "object":
-            if "properties" in node:
-                return self.record(node, name)
-            return dict[str, self.build(node.get("additionalProperties", {}), f"{name}{{}}")]  # type: ignore[misc]
-        raise SchemaFileError(f"schema at {name}: type {kind!r} is not supported by the validator")
-
-    def ref(self, ref: str) -> Any:
-        name = ref.removeprefix("#/$defs/")
-        if name not in self.defs:
-            raise SchemaFileError(f"schema reference {ref} does not resolve")
-        if name not in self.built:
-            self.built[name] = self.build(self.defs[name], name)
-        return self.built[name]
-
-    def record(self, node: dict[str, Any], name: str) -> Any:
-        required = set(node.get("required", ()))
-        fields: list[Any] = []
-        big: list[str] = []
-        for prop, sub in node["properties"].items():
-            kind = self.build(sub, f"{name}.{prop}")
-            if sub.get("maximum", 0) > 2**63 - 1:
-                big.append(prop)
-            if prop in required:
-                fields.insert(0, (prop, kind))
-            else:
-                fields.append((prop, kind, None if _allows_null(sub) else msgspec.UNSET))
-        namespace = {"__post_init__": _u64_ceiling(tuple(big))} if big else None
-        return msgspec.defstruct(name, fields, namespace=namespace, forbid_unknown_fields=False)
-
-
-def _allows_null(node: dict[str, Any]) -> bool:
-    types = node.get("type")
-    return (
-        "type" not in node and "enum" not in node and "$ref" not in node
-        or (isinstance(types, list) and "null" in types)
-        or None in node.get("enum", ())
-    )
-
-
-def _u64_ceiling(names: tuple[str, ...]) -> Any:
-    def check(self: Any) -> None:
-        for name in names:
-            value = getattr(self, name)
-            if type(value) is int and value > 18446744073709551615:
-                raise ValueError(f"{name} is above the u64 maximum")
-
-    return check
-
-
-def _root_type(kind: StoreKind) -> Any:
-    builder = _TypeBuilder(kind.schema)
-    fields = []
-    for key, sub in kind.schema["properties"].items():
-        built = builder.build(sub, key)
-        empty = {"object": dict, "array": list}.get(sub.get("type", ""))
-        default = msgspec.field(default_factory=empty) if key in kind.containers and empty else 0
-        fields.append((key, built, default))
-    counters = tuple(c.name for c in kind.counters)
-    namespace = {"__post_init__": _u64_ceiling(counters)} if counters else None
-    return msgspec.defstruct(f"{kind.name}_store", fields, namespace=namespace, forbid_unknown_fields=False)
 
 
 # ------------------------------------------------------------------ the detailed validator
@@ -296,17 +172,16 @@ class StoreValidator:
     @classmethod
     def for_kind(cls, kind: StoreKind) -> StoreValidator:
         _StoreValidator.check_schema(kind.schema)
-        builder = _TypeBuilder(kind.schema)
-        members = {}
-        for key in kind.containers:
-            sub = kind.schema["properties"][key]
-            member = sub.get("additionalProperties", sub.get("items", {}))
-            members[key] = builder.build(member, key)
-        return cls(kind, _root_type(kind), members, _StoreValidator(kind.schema, format_checker=_formats))
+        detailed = _StoreValidator(kind.schema, format_checker=_formats)
+        return cls(kind, structs.tolerant_root(kind), structs.tolerant_members(kind), detailed)
 
-    def validate(self, value: Any, indented: bytes | None, *, limit: int = DEFAULT_LIMIT) -> Report:
+    def validate(
+        self, value: Any, indented: bytes | None, *, limit: int = DEFAULT_LIMIT, typed: bool = False
+    ) -> Report:
         """Validate a parsed store. `indented` is the store as jsonio.encode/format wrote it (for
-        the nesting rule); None skips that rule (the caller has checked it)."""
+        the nesting rule); None skips that rule (the caller has checked it). `typed`: the value
+        came from typed.decode, whose exact types already proved every record readable, so only
+        the nesting rule is left."""
         report = Report(self.kind.name)
         too_deep = indented is not None and jsonio.nesting_too_deep(indented)
         if too_deep:
@@ -315,6 +190,8 @@ class StoreValidator:
                 self._deep_pointer(value),
                 f"arrays/objects nest {jsonio.MAX_DEPTH} levels deep or more; the service's reader gives up",
             ))
+        if typed:
+            return report
         try:
             msgspec.convert(value, self.root)
         except msgspec.ValidationError as compiled:
@@ -400,8 +277,10 @@ def validator(kind_name: str) -> StoreValidator:
     return StoreValidator.for_kind(store_kind(kind_name))
 
 
-def validate(kind_name: str, value: Any, indented: bytes | None, *, limit: int = DEFAULT_LIMIT) -> Report:
+def validate(
+    kind_name: str, value: Any, indented: bytes | None, *, limit: int = DEFAULT_LIMIT, typed: bool = False
+) -> Report:
     """Can the service read this parsed store? See the module docstring for the rules."""
-    return validator(kind_name).validate(value, indented, limit=limit)
+    return validator(kind_name).validate(value, indented, limit=limit, typed=typed)
 
 

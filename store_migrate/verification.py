@@ -12,7 +12,7 @@ from . import durable, jsonio, summary, transform, validate, workers
 from .errors import StoreMigrateError
 from .logs import timed
 from .manifest import Manifest, StoreEntry
-from .prepare import read_store, validated
+from .prepare import parse, read_store, validated
 from .stores import StoreKind, store_kind
 
 log = structlog.get_logger("store_migrate")
@@ -113,8 +113,10 @@ def _check_live(
         check.problems.extend(_count_problems(entry.counts, quick.counts))
         check.report = validate.Report(entry.store, unreadable=entry.validation_problems or 0)
     elif live is not None:
+        value, typed_ok = parse(kind, entry.path, live.data)
         try:
-            value = jsonio.decode(live.data)
+            if not typed_ok:
+                value = jsonio.decode(live.data)
         except jsonio.JsonError as exc:
             where = exc.position(live.data)
             check.problems.append(f"does not parse: {exc.reason}" + (f" at {where}" if where else ""))
@@ -124,7 +126,7 @@ def _check_live(
             # nesting rule sees every level.
             as_written = canonical and live.sha256 == entry.after_sha256
             indented = live.data if as_written else jsonio.indent(live.data)
-            check.report = validated(entry.store, entry.path, value, indented)
+            check.report = validated(entry.store, entry.path, value, indented, typed=typed_ok)
             if isinstance(value, dict):
                 check.problems.extend(_count_problems(entry.counts, transform.counts(kind, value)))
             workers.outlive(value)

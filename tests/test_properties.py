@@ -236,3 +236,26 @@ def test_summary_from_bytes_agrees_with_a_full_parse(kind_name: str, data: st.Da
     if quick is not None:
         assert quick.counts == transform.counts(kind, parsed)
         assert quick.shape_problems == transform.shape_problems(kind, parsed)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.text(max_size=4), json_values, max_size=5), st.integers(1, 3))
+def test_canonical_pieces_join_to_the_canonical_bytes(value: dict[str, Any], batch: int) -> None:
+    pieces = jsonio.CanonicalPieces(value, batch)
+    joined = b"".join(pieces)
+    assert joined == jsonio.encode(value)
+    assert pieces.too_deep == jsonio.nesting_too_deep(joined)
+
+
+def test_canonical_pieces_find_deep_nesting_inside_a_batch() -> None:
+    deep: Any = 1
+    for _ in range(jsonio.MAX_DEPTH - 2):
+        deep = [deep]
+    value = {"rows": [0, 1, 2, deep, 4]}  # the root is level 1, so `deep` reaches level 128
+    pieces = jsonio.CanonicalPieces(value, batch=2)
+    assert b"".join(pieces) == jsonio.encode(value)
+    assert pieces.too_deep and jsonio.nesting_too_deep(jsonio.encode(value))
+    shallow = {"rows": [0, 1, 2, deep[0], 4]}
+    pieces = jsonio.CanonicalPieces(shallow, batch=2)
+    b"".join(pieces)
+    assert not pieces.too_deep

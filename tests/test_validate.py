@@ -18,7 +18,7 @@ import msgspec
 import pytest
 from jsonschema import Draft202012Validator
 
-from store_migrate import jsonio, validate
+from store_migrate import jsonio, typed, validate
 from store_migrate.stores import KIND_ORDER, store_kind
 
 TS = "2026-03-04T05:06:07Z"
@@ -99,8 +99,8 @@ def record_types() -> Iterator[tuple[str, str]]:
 RECORDS = list(record_types())
 
 
-def verdicts(kind: str, value: Any) -> tuple[bool, bool, bool]:
-    """(validate(), the compiled types alone, jsonschema alone)."""
+def verdicts(kind: str, value: Any) -> tuple[bool, bool, bool, bool]:
+    """(validate(), the compiled types alone, jsonschema alone, the one-pass typed decode)."""
     checker = validate.validator(kind)
     report = validate.validate(kind, value, jsonio.encode(value))
     try:
@@ -109,12 +109,23 @@ def verdicts(kind: str, value: Any) -> tuple[bool, bool, bool]:
     except msgspec.ValidationError:
         compiled = False
     detailed = not any(checker.detailed.iter_errors(value))
-    return report.readable, compiled, detailed
+    try:
+        decoded = typed.decode(store_kind(kind), jsonio.encode(value))
+    except typed.Declined:
+        one_pass = False
+    else:
+        one_pass = True
+        assert jsonio.encode_compact_typed(decoded) == jsonio.encode_compact(value)
+    return report.readable, compiled, detailed, one_pass
 
 
-def assert_verdict(kind: str, value: Any, readable: bool) -> None:
+def assert_verdict(kind: str, value: Any, readable: bool, *, one_pass: bool | None = None) -> None:
+    """The verdict of every validator. The typed decode (`one_pass`) agrees with them unless told
+    otherwise: it declines unknown fields (its structs would drop them) and takes what the
+    transform makes readable (a null container, any counter)."""
     result = verdicts(kind, value)
-    assert result == (readable, readable, readable), f"expected readable={readable}, got {result}"
+    expected = (readable, readable, readable, readable if one_pass is None else one_pass)
+    assert result == expected, f"expected readable={readable}, got {result}"
 
 
 def cases_for(kind: str, field: str, sub: dict[str, Any], required: bool) -> Iterator[tuple[str, Any, bool]]:
@@ -213,7 +224,7 @@ def test_valid_record_passes_and_unknown_fields_are_ignored(kind: str, name: str
     record = valid(kind, {"$ref": f"#/$defs/{name}"})
     assert_verdict(kind, placements(kind)[name](record), True)
     record["field_from_a_newer_release"] = {"anything": [1, 2]}
-    assert_verdict(kind, placements(kind)[name](record), True)
+    assert_verdict(kind, placements(kind)[name](record), True, one_pass=False)
 
 
 @pytest.mark.parametrize(("kind", "name", "field", "label", "value", "ok"), FIELD_CASES)
@@ -247,12 +258,12 @@ def test_messages_never_quote_values() -> None:
 
 def test_top_level_rules() -> None:
     assert_verdict("auth", {}, True)  # missing keys read as empty
-    assert_verdict("auth", {"sessions": None}, False)
+    assert_verdict("auth", {"sessions": None}, False, one_pass=True)
     assert_verdict("auth", {"sessions": []}, False)
     assert_verdict("domain", {"next_shout_id": 2**64 - 1}, True)
-    assert_verdict("domain", {"next_shout_id": 2**64}, False)
-    assert_verdict("domain", {"next_shout_id": None}, False)
-    assert_verdict("domain", {"next_shout_id": 1.0}, False)
+    assert_verdict("domain", {"next_shout_id": 2**64}, False, one_pass=True)
+    assert_verdict("domain", {"next_shout_id": None}, False, one_pass=True)
+    assert_verdict("domain", {"next_shout_id": 1.0}, False, one_pass=True)
     report = validate.validate("auth", [], None)
     assert not report.readable and report.problems[0].pointer == "$"
 
