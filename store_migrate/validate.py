@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from typing import Any
 
 import msgspec
@@ -164,16 +164,23 @@ def _field(name: str) -> str:
 
 @dataclass
 class StoreValidator:
-    kind: StoreKind
-    root: Any
-    members: dict[str, Any]
-    detailed: Any
+    """A kind's two validators, each built when first needed: a store that typed.decode took
+    needs neither (checking the schema file against the metaschema alone costs 60 ms a kind)."""
 
-    @classmethod
-    def for_kind(cls, kind: StoreKind) -> StoreValidator:
-        _StoreValidator.check_schema(kind.schema)
-        detailed = _StoreValidator(kind.schema, format_checker=_formats)
-        return cls(kind, structs.tolerant_root(kind), structs.tolerant_members(kind), detailed)
+    kind: StoreKind
+
+    @cached_property
+    def root(self) -> Any:
+        return structs.tolerant_root(self.kind)
+
+    @cached_property
+    def members(self) -> dict[str, Any]:
+        return structs.tolerant_members(self.kind)
+
+    @cached_property
+    def detailed(self) -> Any:
+        _StoreValidator.check_schema(self.kind.schema)
+        return _StoreValidator(self.kind.schema, format_checker=_formats)
 
     def validate(
         self, value: Any, indented: bytes | None, *, limit: int = DEFAULT_LIMIT, typed: bool = False
@@ -274,7 +281,7 @@ def _depth_reaches(value: Any, levels: int) -> bool:
 
 @cache
 def validator(kind_name: str) -> StoreValidator:
-    return StoreValidator.for_kind(store_kind(kind_name))
+    return StoreValidator(store_kind(kind_name))
 
 
 def validate(
