@@ -13,12 +13,13 @@ from datetime import datetime
 import structlog
 
 from . import __version__, durable, manifest, transform, workers
+from .backups import EarlyCopies, holds, write_backup
 from .config import Settings
 from .errors import ConcurrentWrite, RunFailed, StoreMigrateError, describe_os_error
 from .logs import timed
 from .manifest import COMPLETE, PENDING, REVERTED, Clock, Manifest, StoreEntry
 from .prepare import Known, PreparedStore, check_known, prepare
-from .progress import Advance, Progress
+from .progress import Progress
 
 log = structlog.get_logger("store_migrate")
 
@@ -43,18 +44,11 @@ def remove_leftovers(store_paths: list[str], work_dir: str | None) -> None:
     if work_dir is not None:
         removed += durable.remove_leftover_temps(os.path.join(work_dir, "manifests"))
         backups = os.path.join(work_dir, "backups")
+        removed += durable.remove_leftover_temps(backups)  # early copies (backups.py)
         for stamp in sorted(os.listdir(backups)) if os.path.isdir(backups) else ():
             removed += durable.remove_leftover_temps(os.path.join(backups, stamp))
     for path in removed:
         log.warning("temp.removed", path=path)
-
-
-def holds(path: str, sha256: str) -> bool:
-    """Whether `path` holds exactly the bytes with this hash (used on failure paths only)."""
-    try:
-        return durable.hash_file(path)[0] == sha256
-    except OSError:
-        return False
 
 
 def known_results(settings: Settings) -> dict[str, Known]:
@@ -99,48 +93,6 @@ def _reserve_stamp(settings: Settings, clock: Clock) -> tuple[datetime, str]:
         if not taken and durable.make_new_dir(backup_dir):
             return moment, backup_dir
         time.sleep(max(0.01, 1 - moment.microsecond / 1e6))
-
-
-def _identical_backup(backups_root: str, store: str, sha256: str, exclude: str) -> str | None:
-    """An earlier backup holding exactly these bytes (checked by hash), newest first."""
-    suffix = f"-{sha256[:12]}.bak.json"
-    for stamp in sorted(os.listdir(backups_root), reverse=True):
-        directory = os.path.join(backups_root, stamp)
-        if directory == exclude or not os.path.isdir(directory):
-            continue
-        for name in os.listdir(directory):
-            if name.startswith(f"{store}-") and name.endswith(suffix):
-                candidate = os.path.join(directory, name)
-                if holds(candidate, sha256):
-                    return candidate
-    return None
-
-
-def _write_backup(prepared: PreparedStore, stamp: str, backup_dir: str, advance: Advance) -> str | None:
-    """Back up one store (a hard link when an identical backup exists) and read it back."""
-    before = prepared.before
-    if before is None:
-        return None
-    path = os.path.join(backup_dir, f"{prepared.store}-{stamp}-{before.sha256[:12]}.bak.json")
-    with timed() as clock:
-        same = None
-        if prepared.hashed:  # else only a copy of the file itself proves its bytes
-            same = _identical_backup(os.path.dirname(backup_dir), prepared.store, before.sha256, backup_dir)
-        if same is not None:
-            durable.link_new(same, path)
-            advance(before.size)
-        else:
-            durable.copy_new(prepared.target, path, advance=advance)
-        written, size = durable.hash_file(path, advance)
-    if written != before.sha256:
-        raise ConcurrentWrite(
-            f"[{prepared.store}] {prepared.path} changed on disk while the run worked: its backup reads "
-            f"back with sha256 {written}, expected {before.sha256}; no store was changed",
-            hint="stop the service's writers or wait, then rerun",
-        )
-    log.info("backup.written", store=prepared.store, path=path, bytes=size, sha256=written,
-             linked_to=same, **clock)
-    return path
 
 
 def _replace(prepared: PreparedStore) -> durable.FileIdentity | None:
@@ -195,9 +147,11 @@ def prepare_all(
     known: dict[str, Known],
     progress: Progress,
     write: bool = True,
+    early: EarlyCopies | None = None,
 ) -> list[PreparedStore]:
     """Prepare every store (in parallel when big); if any cannot be, discard what the others
-    prepared and raise the first failure in store order."""
+    prepared and raise the first failure in store order. With `early`, the stores that go to
+    worker processes are copied for their backups meanwhile."""
     sizes = [durable.size_of(os.path.realpath(s.path)) for s in settings.stores]
     known_bytes = sum(size for s, size in zip(settings.stores, sizes, strict=True) if s.path in known)
     with progress.task("hashing stores", known_bytes) as advance:
@@ -208,6 +162,11 @@ def prepare_all(
         )
     rest = [i for i, done in enumerate(shortcuts) if done is None]
     jobs = [(settings.stores[i].kind, settings.stores[i].path, allow_empty, strict, write) for i in rest]
+    if early is not None and workers.forks([sizes[i] for i in rest]):
+        for i in sorted(rest, key=lambda i: -sizes[i]):
+            target = os.path.realpath(settings.stores[i].path)
+            if os.path.isfile(target):
+                early.start(settings.stores[i].kind, target)
     with progress.task(f"parsing, checking and encoding {len(rest)} store(s)", sum(sizes[i] for i in rest)) as advance:
         full = workers.map_stores(_prepare_job, jobs, [sizes[i] for i in rest],
                                   on_done=lambda j: advance(sizes[rest[j]]))
@@ -228,13 +187,15 @@ def _prepare_job(store: str, path: str, allow_empty: bool, strict: bool, write: 
 
 
 def backup_and_replace(
-    settings: Settings, prepared: list[PreparedStore], clock: Clock, progress: Progress
+    settings: Settings, prepared: list[PreparedStore], clock: Clock, progress: Progress, early: EarlyCopies
 ) -> RunResult:
     moment, backup_dir = _reserve_stamp(settings, clock)
     stamp = manifest.stamp(moment)
     total = sum(p.before.size for p in prepared if p.before)
     with progress.task("backing up and reading back", 2 * total) as advance:
-        backups = workers.in_threads(lambda p: _write_backup(p, stamp, backup_dir, advance), prepared, total)
+        backups = workers.in_threads(
+            lambda p: write_backup(p, stamp, backup_dir, advance, early.take(p.store)), prepared, total
+        )
     entries = [
         StoreEntry(
             store=p.store,

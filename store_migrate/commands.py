@@ -15,6 +15,7 @@ import structlog
 
 from . import durable, jsonio, manifest, restore, validate, workers
 from .backfill import RunResult, backup_and_replace, known_results, prepare_all, remove_leftovers
+from .backups import EarlyCopies
 from .config import Settings
 from .errors import RollbackRefused, StoreMigrateError
 from .lock import locked
@@ -44,12 +45,13 @@ def run(
     paths = [s.path for s in settings.stores]
     with locked(paths, lock_timeout):
         remove_leftovers(paths, settings.work_dir)
-        prepared = prepare_all(settings, allow_empty, strict, known_results(settings), progress)
-        try:
-            return backup_and_replace(settings, prepared, clock, progress)
-        finally:
-            for p in prepared:
-                p.discard()
+        with EarlyCopies(settings.backups_root) as early:
+            prepared = prepare_all(settings, allow_empty, strict, known_results(settings), progress, early=early)
+            try:
+                return backup_and_replace(settings, prepared, clock, progress, early)
+            finally:
+                for p in prepared:
+                    p.discard()
 
 
 def dry_run(

@@ -261,12 +261,7 @@ def atomic_replace(path: str, data: bytes, *, mode: int = FILE_MODE, owner: tupl
 def create_new(path: str, data: bytes, *, mode: int = FILE_MODE) -> None:
     """Create `path` with `data` atomically and durably; FileExistsError if it exists."""
     directory, name = os.path.split(os.path.abspath(path))
-    temp = write_temp(directory, name, data, mode, None)
-    try:
-        link(temp, path)
-    finally:
-        discard(temp)
-    fsync_dir(directory)
+    commit_new(write_temp(directory, name, data, mode, None), path)
 
 
 def commit_temp(temp: str, target: str) -> None:
@@ -307,6 +302,13 @@ def copy_new(source: str, path: str, *, mode: int = FILE_MODE, advance: Callable
     """Copy `source` to a new file `path` (FileExistsError if it exists) atomically and durably,
     in the kernel (copy_file_range), without holding the bytes in memory."""
     directory, name = os.path.split(os.path.abspath(path))
+    commit_new(copy_to_temp(source, directory, name, mode=mode, advance=advance), path)
+
+
+def copy_to_temp(
+    source: str, directory: str, name: str, *, mode: int = FILE_MODE, advance: Callable[[int], None] | None = None
+) -> str:
+    """Copy `source` in the kernel to a new temporary file (for `name`) in `directory`, fsynced."""
     temp, fd = _open_temp(directory, name)
     try:
         try:
@@ -316,10 +318,20 @@ def copy_new(source: str, path: str, *, mode: int = FILE_MODE, advance: Callable
             fsync(fd)
         finally:
             os.close(fd)
+    except BaseException:
+        discard(temp)
+        raise
+    return temp
+
+
+def commit_new(temp: str, path: str) -> None:
+    """Give a written temporary file its name `path` (FileExistsError if it exists), durably; the
+    temporary name goes away either way. `temp` may sit in another directory of the filesystem."""
+    try:
         link(temp, path)
     finally:
         discard(temp)
-    fsync_dir(directory)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 def link_new(existing: str, path: str) -> None:

@@ -48,6 +48,11 @@ class WorkerFailed(StoreMigrateError):
     """A worker process died or hit an unexpected error (a bug, or the kernel killed it)."""
 
 
+def forks(sizes: Sequence[int]) -> bool:
+    """Whether map_stores runs jobs of these sizes in worker processes (this one is then idle)."""
+    return min(len(sizes), os.cpu_count() or 1) >= 2 and sum(sizes) >= PARALLEL_BYTES
+
+
 def map_stores(
     work: Callable[..., Result],
     jobs: Sequence[tuple[Any, ...]],
@@ -59,7 +64,7 @@ def map_stores(
     called as each job finishes (for progress)."""
     done = on_done or (lambda _: None)
     cores = min(len(jobs), os.cpu_count() or 1, 2)
-    if cores < 2 or sum(sizes) < PARALLEL_BYTES:
+    if not forks(sizes):
         outcomes = []
         for index, job in enumerate(jobs):
             outcomes.append(_call(work, job))

@@ -15,14 +15,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BIN, EXAMPLES, PROJECT, RUN, STORE_FILES, Stores, load_json, sha256
+from conftest import BIN, EXAMPLES, PROJECT, RUN, STORE_FILES, Stores, load_json, log_events, sha256
 
-from store_migrate import commands, config, durable, lock
+from store_migrate import backups, commands, config, durable, lock
 from store_migrate.errors import ConcurrentWrite, StoreMigrateError
 from store_migrate.manifest import COMPLETE, PENDING, REVERTED
 
@@ -390,3 +391,42 @@ def test_new_files_are_private(stores: Stores) -> None:
         assert oct(path.stat().st_mode & 0o777) == oct(0o600), path
     for directory in (stores.work, stores.work / "manifests", stores.work / "backups"):
         assert oct(directory.stat().st_mode & 0o777) == oct(0o700), directory
+
+
+def test_big_stores_are_backed_up_while_workers_prepare_them(stores: Stores, big_stores: Path) -> None:
+    copy_big(big_stores, stores)
+    pre = stores.hashes()
+    done = stores.call("store-migrate", "run", check=0)
+    events = [e for e in log_events(done.stderr) if e["event"] == "backup.written"]
+    assert sorted(e["store"] for e in events if e["early"]) == sorted(STORE_FILES)
+    entries = {e["store"]: e for e in load_json(stores.newest_manifest())["stores"]}
+    for kind in STORE_FILES:
+        assert sha256(Path(entries[kind]["backup_path"])) == pre[kind] == entries[kind]["before_sha256"]
+    assert temp_files(stores.root) == []
+    stores.call("store-migrate", "verify", "--strict", str(stores.newest_manifest()), check=0)
+
+
+def test_a_store_written_between_its_early_copy_and_its_read_stops_the_run(
+    stores: Stores, big_stores: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy_big(big_stores, stores)
+    pre = stores.hashes()
+    service_bytes = b'{"shouts": [], "written": "by the service after the copy"}'
+
+    def copy_then_service_writes(self: backups.EarlyCopies, store: str, target: str) -> None:
+        durable.ensure_dir(self.directory)
+        copy = self._copy(store, target)  # synchronously, so the write lands before the workers read
+        if store == "domain":
+            stores.paths["domain"].write_bytes(service_bytes)
+        done: Future[backups.Copy] = Future()
+        done.set_result(copy)
+        self._copies[store] = done
+
+    monkeypatch.setattr(backups.EarlyCopies, "start", copy_then_service_writes)
+    with pytest.raises(ConcurrentWrite) as stopped:
+        commands.run(settings_for(stores), clock=FakeClock())
+    assert "changed on disk while the run worked" in str(stopped.value)
+    assert stores.paths["domain"].read_bytes() == service_bytes, "the newer data is kept"
+    assert stores.hashes()["auth"] == pre["auth"] and stores.hashes()["codex_threads"] == pre["codex_threads"]
+    assert temp_files(stores.root) == []
+    assert not (stores.work / "manifests").exists() or not list((stores.work / "manifests").iterdir())
