@@ -167,3 +167,15 @@ def test_u64_ceiling_is_checked_in_bulk() -> None:
     row["id"] = 2**64
     with pytest.raises(typed.Declined, match="u64"):
         typed.decode(kind, jsonio.encode({"shouts": [row]}))
+
+
+def test_year_zero_is_readable_and_takes_the_general_path() -> None:
+    """RFC 3339 allows year 0000; msgspec's datetime parser does not, so the typed decode declines
+    and the general path (same verdict, same bytes) takes the store."""
+    kind = store_kind("codex_threads")
+    text = jsonio.encode({"messages_by_thread": {"t": [{
+        "message_id": "m", "thread_id": "t", "user_id": "u", "role": "r", "text": "x",
+        "created_at": "0000-01-01T00:00:00Z"}]}})
+    with pytest.raises(typed.Declined):
+        typed.decode(kind, text)
+    assert validate.validate("codex_threads", jsonio.decode(text), text).readable

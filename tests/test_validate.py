@@ -158,6 +158,8 @@ def cases_for(kind: str, field: str, sub: dict[str, Any], required: bool) -> Ite
             ("feb-29-not-leap", "2023-02-29T00:00:00Z", False),
             ("offset-without-colon", "2026-03-04T05:06:07+0200", False),
             ("space-separator", "2026-03-04 05:06:07Z", False),
+            ("non-ascii-digit", "2026-03-04T05:06:0\u0667Z", False),
+            ("fullwidth-digit", "\uff12026-03-04T05:06:07Z", False),
             ("number", 20260304, False),
         ):
             yield f"ts-{label}", value, ok
