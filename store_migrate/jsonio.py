@@ -151,7 +151,7 @@ def encode_compact_typed(value: Any) -> bytes:
     return _typed_encoder.encode(value)
 
 
-PIECE_BYTES = 1 << 19
+PIECE_BYTES = 1 << 21
 """About how big a piece of CanonicalPieces is: small enough that its buffers are reused from the
 heap instead of being mapped afresh (and page-faulted) for every piece."""
 
