@@ -168,8 +168,15 @@ def prepare_all(
             if os.path.isfile(target):
                 early.start(settings.stores[i].kind, target)
     with progress.task(f"parsing, checking and encoding {len(rest)} store(s)", sum(sizes[i] for i in rest)) as advance:
-        full = workers.map_stores(_prepare_job, jobs, [sizes[i] for i in rest],
-                                  on_done=lambda j: advance(sizes[rest[j]]))
+        finished: list[int] = []
+
+        def finish(job: int) -> None:
+            advance(sizes[rest[job]])
+            finished.append(job)
+            if early is not None and len(jobs) - len(finished) < 2:  # a core is free
+                early.release()
+
+        full = workers.map_stores(_prepare_job, jobs, [sizes[i] for i in rest], on_done=finish)
     outcomes: list[PreparedStore | BaseException] = [done for done in shortcuts if done is not None]
     for i, outcome in zip(rest, full, strict=True):
         outcomes.insert(i, outcome)

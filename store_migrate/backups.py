@@ -2,8 +2,9 @@
 and checked against the hash the run read.
 
 Where the stores go to worker processes, this process would sit idle while they parse; it copies
-the stores meanwhile (`EarlyCopies`: the copy is kernel work and hashing it releases the GIL), so
-the backups are ready when the preparation is. A copy is made to a temporary file in the backups
+the stores meanwhile (`EarlyCopies`: the copy is kernel work and hashing it releases the GIL),
+starting when the first worker finishes and leaves a core free, so the backups are ready when
+the preparation is. A copy is made to a temporary file in the backups
 directory and takes its name (which holds the hash) once the run's stamp is reserved; if its
 read-back hash is not the hash the preparation read, the store changed during the run, and the
 run stops with nothing replaced. A backup is a hard link instead when an earlier backup holds
@@ -57,15 +58,23 @@ class EarlyCopies:
         """Directories made for the copies, deepest first (removed again if left empty)."""
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-migrate-backup")
         self._copies: dict[str, Future[Copy]] = {}
+        self._waiting: list[tuple[str, str]] = []
 
     def start(self, store: str, target: str) -> None:
-        if not self._copies:
+        """Copy a store once `release` is called (when a core is free)."""
+        if not self._copies and not self._waiting:
             missing = self.directory
             while not os.path.isdir(missing):
                 self._created.append(missing)
                 missing = os.path.dirname(missing)
             durable.ensure_dir(self.directory)
-        self._copies[store] = self._pool.submit(self._copy, store, target)
+        self._waiting.append((store, target))
+
+    def release(self) -> None:
+        """Start the copies asked for: a worker finished, so a core is free for them."""
+        for store, target in self._waiting:
+            self._copies[store] = self._pool.submit(self._copy, store, target)
+        self._waiting.clear()
 
     def _copy(self, store: str, target: str) -> Copy:
         with timed() as clock:
@@ -80,6 +89,7 @@ class EarlyCopies:
     def take(self, store: str) -> Copy | None:
         """The store's copy (the caller now owns its temporary file); None when none was started
         or it failed (the caller then copies the store itself, and reports any error)."""
+        self.release()
         future = self._copies.pop(store, None)
         if future is None:
             return None
@@ -93,6 +103,7 @@ class EarlyCopies:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._waiting.clear()
         self._pool.shutdown(wait=True)
         for future in self._copies.values():
             if future.exception() is None:

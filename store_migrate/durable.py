@@ -20,6 +20,7 @@ import secrets
 import stat
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,15 +54,26 @@ class Snapshot:
     """A file's bytes as read once, with their hash and the identity and mode they had."""
 
     data: bytes
-    sha256: str
     identity: FileIdentity
     mode: int
     uid: int
     gid: int
+    _digest: Future[str]
+
+    @property
+    def sha256(self) -> str:
+        """The hex SHA-256 of `data` (waits for it when it is being computed in the background)."""
+        return self._digest.result()
 
 
-def read_snapshot(path: str) -> Snapshot | None:
-    """Read a regular file whole and hash it; None when it does not exist."""
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_snapshot(path: str, *, hash_in_background: bool = False) -> Snapshot | None:
+    """Read a regular file whole and hash it; None when it does not exist. With
+    `hash_in_background` the hash is computed by a thread (hashing releases the GIL) while the
+    caller goes on, for example parsing the bytes; `sha256` waits for it."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -74,14 +86,15 @@ def read_snapshot(path: str) -> Snapshot | None:
             data = handle.read()
     finally:
         os.close(fd)
-    return Snapshot(
-        data,
-        hashlib.sha256(data).hexdigest(),
-        FileIdentity.of(st),
-        stat.S_IMODE(st.st_mode),
-        st.st_uid,
-        st.st_gid,
-    )
+    digest: Future[str] = Future()
+    if hash_in_background:
+        def work() -> None:
+            digest.set_result(_sha256_hex(data))
+
+        threading.Thread(target=work, name="store-migrate-hash", daemon=True).start()
+    else:
+        digest.set_result(_sha256_hex(data))
+    return Snapshot(data, FileIdentity.of(st), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, digest)
 
 
 def hash_file(path: str, advance: Callable[[int], None] | None = None) -> tuple[str, int]:

@@ -84,7 +84,7 @@ def _check_store(entry: StoreEntry, canonical: bool, strict: bool) -> tuple[Stor
     with ThreadPoolExecutor(max_workers=1) as background:  # hashing the backup releases the GIL
         backup = background.submit(_backup_problems, entry) if entry.existed else None
         try:
-            live = read_store(entry.store, entry.path)
+            live = read_store(entry.store, entry.path, hash_in_background=strict)
         except StoreMigrateError as exc:
             check.problems.append(exc.message)
             live = None
@@ -101,6 +101,8 @@ def _check_store(entry: StoreEntry, canonical: bool, strict: bool) -> tuple[Stor
 def _check_live(
     check: StoreCheck, kind: StoreKind, entry: StoreEntry, live: durable.Snapshot | None, canonical: bool, strict: bool
 ) -> None:
+    # --strict parses in full anyway: start while a thread hashes the bytes
+    parsed = parse(kind, entry.path, live.data) if live is not None and strict else None
     if live is None:
         check.problems.append(f"store file missing: {entry.path}")
     elif live.sha256 != entry.after_sha256:
@@ -113,7 +115,7 @@ def _check_live(
         check.problems.extend(_count_problems(entry.counts, quick.counts))
         check.report = validate.Report(entry.store, unreadable=entry.validation_problems or 0)
     elif live is not None:
-        value, typed_ok = parse(kind, entry.path, live.data)
+        value, typed_ok = parsed or parse(kind, entry.path, live.data)
         try:
             if not typed_ok:
                 value = jsonio.decode(live.data)
