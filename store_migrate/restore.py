@@ -4,6 +4,7 @@ drifted file when forced, restore or remove."""
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 
 import structlog
@@ -17,6 +18,35 @@ from .prepare import read_store
 log = structlog.get_logger("store_migrate")
 
 
+@dataclass(frozen=True)
+class LiveFile:
+    """The live store file as rollback found it. `data` is None when its identity (device, inode,
+    size, mtime, ctime) is the one the run recorded right after writing it: it then holds the
+    after_sha256 bytes and is not read at all (saves reading and hashing every migrated store)."""
+
+    sha256: str
+    identity: durable.FileIdentity
+    mode: int
+    uid: int
+    gid: int
+    data: bytes | None
+
+
+def _live_file(entry: StoreEntry) -> LiveFile | None:
+    target = os.path.realpath(entry.path)
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        return None
+    identity = durable.FileIdentity.of(st)
+    if stat.S_ISREG(st.st_mode) and entry.after_identity is not None and identity.to_json() == entry.after_identity:
+        return LiveFile(entry.after_sha256, identity, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, None)
+    read = read_store(entry.store, target)
+    if read is None:
+        return None
+    return LiveFile(read.sha256, read.identity, read.mode, read.uid, read.gid, read.data)
+
+
 @dataclass
 class RollbackAction:
     store: str
@@ -25,7 +55,7 @@ class RollbackAction:
     """`restored`, `removed` or `skipped`: also the word the CLI prints."""
     reason: str = ""
     backup: durable.Snapshot | None = None
-    live: durable.Snapshot | None = None
+    live: LiveFile | None = None
     forced: bool = False
     """The live file matched neither hash and --force was given: keep a copy first."""
     kept_as: str | None = None
@@ -56,7 +86,7 @@ def _read_backup(entry: StoreEntry) -> tuple[durable.Snapshot | None, str | None
 
 def plan(entry: StoreEntry, force: bool) -> tuple[RollbackAction, str | None]:
     """What rollback would do for one store, or why it must not."""
-    live = read_store(entry.store, os.path.realpath(entry.path))
+    live = _live_file(entry)
     action = RollbackAction(entry.store, entry.path, "skipped", live=live)
     drift = live is not None and live.sha256 not in (entry.after_sha256, entry.before_sha256)
     if entry.existed:
@@ -89,6 +119,7 @@ def _keep_drifted(action: RollbackAction, directory: str, stamp: str) -> None:
     kept = os.path.join(directory, f"{action.store}-{stamp}-{action.live.sha256[:12]}.pre-rollback.json")
     durable.ensure_dir(directory)
     if not os.path.exists(kept):
+        assert action.live.data is not None  # a file at its recorded identity never drifted
         durable.create_new(kept, action.live.data)
     digest, _ = durable.hash_file(kept)
     if digest != action.live.sha256:
@@ -137,5 +168,6 @@ def apply(action: RollbackAction, record: Manifest, manifest_path: str, stamp: s
     log.info(
         f"store.{action.action}", store=action.store, path=action.path,
         sha256=None if action.backup is None else action.backup.sha256,
-        bytes=None if action.backup is None else len(action.backup.data), **clock,
+        bytes=None if action.backup is None else len(action.backup.data),
+        live_known_by=None if action.live is None else "identity" if action.live.data is None else "hash", **clock,
     )

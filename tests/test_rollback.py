@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import ROLLBACK, RUN, Stores, load_json, sha256
+from conftest import ROLLBACK, RUN, Stores, load_json, log_events, sha256
 
 
 def test_rollback_restores_exact_bytes_and_removes_created_stores(stores: Stores) -> None:
@@ -34,6 +34,18 @@ def test_rollback_restores_exact_bytes_and_removes_created_stores(stores: Stores
         f"skipped: [codex_threads] {stores.paths['codex_threads']} (already absent)",
         f"skipped: [domain] {stores.paths['domain']} (already at before_sha256)",
     ]
+    assert stores.hashes() == before
+
+
+def test_a_live_file_at_its_recorded_identity_is_not_read_and_any_other_is_hashed(stores: Stores) -> None:
+    stores.write_samples()
+    before = stores.hashes()
+    stores.call(RUN, check=0)
+    manifest = stores.newest_manifest()
+    os.utime(stores.paths["domain"])  # same bytes, new mtime: its identity is no longer the recorded one
+    done = stores.call(ROLLBACK, str(manifest), check=0)
+    known_by = {e["store"]: e["live_known_by"] for e in log_events(done.stderr) if e["event"] == "store.restored"}
+    assert known_by == {"auth": "identity", "codex_threads": "identity", "domain": "hash"}
     assert stores.hashes() == before
 
 
