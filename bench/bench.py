@@ -4,11 +4,11 @@
                           [--out bench-results/latest.json]
 
 Each operation runs as a separate process on fresh copies of the stores; the figure is the
-median over the repetitions. Peak memory is the largest total Pss (proportional resident set)
-of the process and all its children, sampled from /proc every 100 ms: work spread over worker
-processes is counted in full, and pages they share with their parent only once. Its ratio is to
-the largest store file present when the operation starts (before a run, after it for verify
-and rollback).
+median over the repetitions. Peak memory is the largest total resident set (RSS, from
+/proc/<pid>/statm) of the process and all its children, sampled every 20 ms: work spread over
+worker processes is counted in full, and pages they still share with their parent twice (so it
+errs high). Its ratio is to the largest store file present when the operation starts (before a
+run, after it for verify and rollback).
 The floor is reading, hashing (sha256) and writing the same bytes with an fsync.
 """
 

@@ -12,7 +12,8 @@ What JSON Schema cannot say, enforced here:
 - an integer written with a fraction or exponent (`7.0`, `7e0`) is not a u16/u32/u64, although
   JSON Schema counts it as an integer: both validators accept only JSON integers;
 - `format: date-time` is asserted (not just annotated) with one RFC 3339 rule shared by both:
-  `T` or `t` between date and time, a zone (`Z` or `+hh:mm`), and a real calendar date;
+  ASCII digits, `T` or `t` between date and time, a zone (`Z` or `+hh:mm`), and a real calendar
+  date;
 - arrays/objects nested 128 levels deep or more (the root object is level 1) cannot be read,
   anywhere in the file: checked on the indented bytes, see `jsonio.nesting_too_deep`.
 
