@@ -192,12 +192,15 @@ def _open_temp(directory: str, name: str) -> tuple[str, int]:
     return temp, os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
 
 
-def write_temp(directory: str, name: str, data: bytes, mode: int, owner: tuple[int, int] | None) -> str:
-    """Write `data` to a new temporary file in `directory`, fsynced; return its path."""
+def _temp_file(
+    directory: str, name: str, fill: Callable[[int], None], mode: int, owner: tuple[int, int] | None
+) -> str:
+    """A new temporary file in `directory` (for `name`), filled by `fill(fd)`, given its mode and
+    owner, fsynced; its path. Nothing is left behind if any of it fails."""
     temp, fd = _open_temp(directory, name)
     try:
         try:
-            write_all(fd, data)
+            fill(fd)
             if owner is not None:
                 os.fchown(fd, *owner)
             os.fchmod(fd, mode)
@@ -210,6 +213,11 @@ def write_temp(directory: str, name: str, data: bytes, mode: int, owner: tuple[i
     return temp
 
 
+def write_temp(directory: str, name: str, data: bytes, mode: int, owner: tuple[int, int] | None) -> str:
+    """Write `data` to a new temporary file in `directory`, fsynced; return its path."""
+    return _temp_file(directory, name, lambda fd: write_all(fd, data), mode, owner)
+
+
 def write_temp_stream(
     directory: str, name: str, pieces: Iterable[bytes | memoryview], mode: int, owner: tuple[int, int] | None,
     digest: Any,
@@ -217,47 +225,38 @@ def write_temp_stream(
     """`write_temp` for bytes made in pieces: a second thread hashes each piece into `digest` and
     writes it while the caller's thread makes the next one (hashing and writing release the GIL).
     Returns the temporary file's path and its size."""
-    temp, fd = _open_temp(directory, name)
-    handoff: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=4)
-    failed: list[BaseException] = []
     written = 0
 
-    def drain() -> None:
-        nonlocal written
-        while (piece := handoff.get()) is not None:
-            if failed:
-                continue  # keep taking pieces so the maker never blocks on a dead writer
-            try:
-                digest.update(piece)
-                write_all(fd, piece)
-                written += len(piece)
-            except Exception as exc:  # noqa: BLE001 - raised again in the caller's thread
-                failed.append(exc)
+    def fill(fd: int) -> None:
+        handoff: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=4)
+        failed: list[BaseException] = []
 
-    writer = threading.Thread(target=drain, name="store-migrate-writer", daemon=True)
-    writer.start()
-    try:
+        def drain() -> None:
+            nonlocal written
+            while (piece := handoff.get()) is not None:
+                if failed:
+                    continue  # keep taking pieces so the maker never blocks on a dead writer
+                try:
+                    digest.update(piece)
+                    write_all(fd, piece)
+                    written += len(piece)
+                except Exception as exc:  # noqa: BLE001 - raised again in the caller's thread
+                    failed.append(exc)
+
+        writer = threading.Thread(target=drain, name="store-migrate-writer", daemon=True)
+        writer.start()
         try:
-            try:
-                for piece in pieces:
-                    if failed:
-                        break
-                    handoff.put(piece)
-            finally:
-                handoff.put(None)
-                writer.join()
-            if failed:
-                raise failed[0]
-            if owner is not None:
-                os.fchown(fd, *owner)
-            os.fchmod(fd, mode)
-            fsync(fd)
+            for piece in pieces:
+                if failed:
+                    break
+                handoff.put(piece)
         finally:
-            os.close(fd)
-    except BaseException:
-        discard(temp)
-        raise
-    return temp, written
+            handoff.put(None)
+            writer.join()
+        if failed:
+            raise failed[0]
+
+    return _temp_file(directory, name, fill, mode, owner), written
 
 
 def discard(path: str) -> None:
@@ -322,19 +321,12 @@ def copy_to_temp(
     source: str, directory: str, name: str, *, mode: int = FILE_MODE, advance: Callable[[int], None] | None = None
 ) -> str:
     """Copy `source` in the kernel to a new temporary file (for `name`) in `directory`, fsynced."""
-    temp, fd = _open_temp(directory, name)
-    try:
-        try:
-            with open(source, "rb") as handle:
-                _copy(handle.fileno(), fd, advance)
-            os.fchmod(fd, mode)
-            fsync(fd)
-        finally:
-            os.close(fd)
-    except BaseException:
-        discard(temp)
-        raise
-    return temp
+
+    def fill(fd: int) -> None:
+        with open(source, "rb") as handle:
+            _copy(handle.fileno(), fd, advance)
+
+    return _temp_file(directory, name, fill, mode, None)
 
 
 def commit_new(temp: str, path: str) -> None:
