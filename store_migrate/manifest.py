@@ -14,13 +14,15 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
-
-from jsonschema import Draft202012Validator, ValidationError
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from . import jsonio
 from .errors import ManifestInvalid, ManifestNotFound
 from .stores import KIND_ORDER, load_schema
+
+if TYPE_CHECKING:  # jsonschema is imported when a manifest is first loaded (a run may load none)
+    from jsonschema import Draft202012Validator, ValidationError
 
 SCHEMA_ID = "openagents.rust_store_migration.v1"
 Clock = Callable[[], datetime]
@@ -92,16 +94,13 @@ class Manifest:
         return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode()
 
 
-_validator: Draft202012Validator | None = None
-
-
+@cache
 def _schema_validator() -> Draft202012Validator:
-    global _validator
-    if _validator is None:
-        schema = load_schema("manifest.schema.json")
-        Draft202012Validator.check_schema(schema)
-        _validator = Draft202012Validator(schema)
-    return _validator
+    from jsonschema import Draft202012Validator
+
+    schema = load_schema("manifest.schema.json")
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
 
 
 def _pointer(path: Any) -> str:

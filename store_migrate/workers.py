@@ -19,6 +19,7 @@ import pickle
 import selectors
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -90,8 +91,7 @@ def map_stores(
                 selector.unregister(fd)
                 os.close(fd)
                 del running[fd]
-                _, status = os.waitpid(pid, 0)
-                results[index] = _outcome(buffer, status, jobs[index])
+                results[index] = _outcome(buffer, _reap(pid), jobs[index])
                 done(index)
     return [results[i] for i in range(len(jobs))]
 
@@ -118,8 +118,20 @@ def _fork(work: Callable[..., Any], job: tuple[Any, ...]) -> tuple[int, int]:
         while payload:
             payload = payload[os.write(write_fd, payload):]
         code = 0
+        os.close(write_fd)  # the parent goes on now, not after the kernel has freed our memory
     finally:
         os._exit(code)
+
+
+def _reap(pid: int) -> int:
+    """The wait status of a worker whose pipe reached end-of-file. A worker that closed its pipe
+    itself had sent its whole result and is only exiting: 0 at once, and a thread reaps it
+    while the kernel frees its memory (~0.05 s for a gigabyte). One that died closed it by dying."""
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        return status
+    threading.Thread(target=os.waitpid, args=(pid, 0), name="store-migrate-reaper", daemon=True).start()
+    return 0
 
 
 def _die_with(parent: int) -> None:
@@ -129,12 +141,16 @@ def _die_with(parent: int) -> None:
 
 
 def _outcome(payload: bytearray, status: int, job: tuple[Any, ...]) -> Any:
+    died = WorkerFailed(
+        f"the worker process for {job[:2]} died (wait status {status}); "
+        "nothing was replaced, rerun (is the machine short of memory?)"
+    )
     if os.waitstatus_to_exitcode(status) != 0 or not payload:
-        return WorkerFailed(
-            f"the worker process for {job[:2]} died (wait status {status}); "
-            "nothing was replaced, rerun (is the machine short of memory?)"
-        )
-    return pickle.loads(payload)
+        return died
+    try:
+        return pickle.loads(payload)
+    except (pickle.UnpicklingError, EOFError, ValueError):  # cut short: it died while sending
+        return died
 
 
 def _call(work: Callable[..., Result], job: tuple[Any, ...]) -> Result | BaseException:
