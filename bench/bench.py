@@ -34,14 +34,17 @@ BIN = Path(sys.executable).parent
 TARGETS = {"run": 4.0, "rerun": 1.5, "verify": 2.5, "verify_strict": 3.5, "rollback": 2.5}
 FLOOR = """
 import hashlib, os, sys
-for source in sys.argv[1:]:
+out = sys.argv[1]
+for source in sys.argv[2:]:
     data = open(source, "rb").read()
     hashlib.sha256(data).hexdigest()
-    fd = os.open(source + ".floor", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(os.path.join(out, os.path.basename(source) + ".floor"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.write(fd, data)
     os.fsync(fd)
     os.close(fd)
 """
+"""Read, hash and write (fsynced) the generated input stores: always the same 300 MB, whichever
+step it is measured before."""
 
 
 def _tree_memory_kb(pid: int) -> int:
@@ -120,21 +123,25 @@ def main() -> None:
                         (("AUTH", generate.FILES["auth"]), ("CODEX_THREAD", generate.FILES["codex_threads"]),
                          ("DOMAIN", generate.FILES["domain"]))})
             tool = str(BIN / "store-migrate")
-            steps: list[tuple[str, list[str]]] = [
-                ("floor", [sys.executable, "-c", FLOOR, *(str(work / n) for n in sizes)]),
-                ("run", [tool, "run"]),
-            ]
+            floor = [sys.executable, "-c", FLOOR, str(work), *(str(template / n) for n in sizes)]
+
             def step(label: str, command: list[str], work: Path = work, env: dict[str, str] = env) -> None:
                 largest_now = max((work / name).stat().st_size for name in sizes)
                 samples.setdefault(label, []).append((*measure(command, env), largest_now))
 
-            for label, command in steps:
-                step(label, command)
+            # The floor is measured before every operation (this machine's I/O and CPU vary from
+            # minute to minute); each ratio is to the median of all of them.
+            step("floor", floor)
+            step("run", [tool, "run"])
             first = sorted((work / "work" / "manifests").glob("*.json"))[-1]
-            step("rerun", [tool, "run"])
-            step("verify", [tool, "verify", str(first)])
-            step("verify_strict", [tool, "verify", "--strict", str(first)])
-            step("rollback", [tool, "rollback", str(first)])
+            for label, command in (
+                ("rerun", [tool, "run"]),
+                ("verify", [tool, "verify", str(first)]),
+                ("verify_strict", [tool, "verify", "--strict", str(first)]),
+                ("rollback", [tool, "rollback", str(first)]),
+            ):
+                step("floor", floor)
+                step(label, command)
             for entry in ("store-migrate", "store-migrate-backfill", "store-migrate-verify", "store-migrate-rollback"):
                 step(f"help:{entry}", [str(BIN / entry), "--help"])
         finally:
