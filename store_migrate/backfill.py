@@ -199,6 +199,7 @@ def backup_and_replace(
     moment, backup_dir = _reserve_stamp(settings, clock)
     stamp = manifest.stamp(moment)
     total = sum(p.before.size for p in prepared if p.before)
+    early.release()  # normally done already, when the workers finished
     with progress.task("backing up and reading back", 2 * total) as advance:
         backups = workers.in_threads(
             lambda p: write_backup(p, stamp, backup_dir, advance, early.take(p.store)), prepared, total

@@ -88,8 +88,8 @@ class EarlyCopies:
 
     def take(self, store: str) -> Copy | None:
         """The store's copy (the caller now owns its temporary file); None when none was started
-        or it failed (the caller then copies the store itself, and reports any error)."""
-        self.release()
+        or it failed (the caller then copies the store itself, and reports any error). Call
+        `release` first; `take` may then be called from several threads, one store each."""
         future = self._copies.pop(store, None)
         if future is None:
             return None
