@@ -60,7 +60,11 @@ def all_rfc3339(strings: list[str]) -> bool:
     except msgspec.ValidationError:
         return False
     joined = "\n".join(strings)
-    return " " not in joined and _OFFSET_WITHOUT_COLON.search(joined) is None
+    if " " in joined:
+        return False
+    if "+" not in joined and joined.count("-") == 2 * len(strings):
+        return True  # every one in UTC (no offset at all): nothing more to look for
+    return _OFFSET_WITHOUT_COLON.search(joined) is None
 
 
 U64_MAX = 2**64 - 1
