@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo backfill verify rollback prune lint bench clean
+.PHONY: install test demo backfill verify rollback prune lint bench profile clean
 
 install: $(STAMP)
 
@@ -43,6 +43,12 @@ clean:
 BENCH_ARGS ?=
 bench: install
 	cd bench && ../$(BIN)/python bench.py $(BENCH_ARGS)
+
+# A flame graph of one first run on the bench stores, worker processes included.
+profile: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,profile]'
+	mkdir -p bench-results
+	cd bench && ../$(BIN)/python bench.py --profile ../bench-results/profile-run.svg $(BENCH_ARGS)
 
 KEEP ?= 5
 prune: install

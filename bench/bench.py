@@ -93,6 +93,31 @@ def measure(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, peak / 1024
 
 
+def _environment(work: Path) -> dict[str, str]:
+    env = {**os.environ, "WORK_DIR": str(work / "work"), "STORE_MIGRATE_LOG_FORMAT": "json"}
+    env.update({f"{var}_STORE_PATH": str(work / name) for var, name in
+                (("AUTH", generate.FILES["auth"]), ("CODEX_THREAD", generate.FILES["codex_threads"]),
+                 ("DOMAIN", generate.FILES["domain"]))})
+    return env
+
+
+def profile(template: Path, sizes: dict[str, int], svg: str) -> None:
+    """One first run under py-spy, workers and threads included, as a flame graph."""
+    work = Path(tempfile.mkdtemp(prefix="store-migrate-profile-"))
+    try:
+        for name in sizes:
+            shutil.copyfile(template / name, work / name)
+        os.sync()
+        done = subprocess.run([str(BIN / "py-spy"), "record", "--subprocesses", "--rate", "250", "--output",
+                               os.path.abspath(svg), "--", str(BIN / "store-migrate"), "run"],
+                              env=_environment(work), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"py-spy exited {done.returncode}:\n{done.stderr[-2000:]}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"profile written to {svg}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--codex-mb", type=float, default=200)
@@ -101,6 +126,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--out", default=str(HERE.parent / "bench-results" / "latest.json"))
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "store-migrate-bench"))
+    parser.add_argument("--profile", metavar="SVG",
+                        help="instead of timing: record one first run with py-spy (all processes) into SVG")
     args = parser.parse_args()
 
     template = Path(args.cache) / f"stores-{args.codex_mb:g}-{args.auth_mb:g}-{args.domain_mb:g}"
@@ -111,6 +138,9 @@ def main() -> None:
                         "--auth-mb", str(args.auth_mb), "--domain-mb", str(args.domain_mb)], check=True)
         partial.rename(template)
     sizes = {name: (template / name).stat().st_size for name in generate.FILES.values()}
+    if args.profile:
+        profile(template, sizes, args.profile)
+        return
 
     samples: dict[str, list[tuple[float, float, int]]] = {}
     for rep in range(args.reps):
@@ -118,10 +148,7 @@ def main() -> None:
         try:
             for name in sizes:
                 shutil.copyfile(template / name, work / name)
-            env = {**os.environ, "WORK_DIR": str(work / "work"), "STORE_MIGRATE_LOG_FORMAT": "json"}
-            env.update({f"{var}_STORE_PATH": str(work / name) for var, name in
-                        (("AUTH", generate.FILES["auth"]), ("CODEX_THREAD", generate.FILES["codex_threads"]),
-                         ("DOMAIN", generate.FILES["domain"]))})
+            env = _environment(work)
             tool = str(BIN / "store-migrate")
             floor = [sys.executable, "-c", FLOOR, str(work), *(str(template / n) for n in sizes)]
 
