@@ -218,13 +218,18 @@ def write_temp(directory: str, name: str, data: bytes, mode: int, owner: tuple[i
     return _temp_file(directory, name, lambda fd: write_all(fd, data), mode, owner)
 
 
+class _Unchanged(Exception):
+    """The pieces hashed to the bytes the target already holds: no file is needed."""
+
+
 def write_temp_stream(
     directory: str, name: str, pieces: Iterable[bytes | memoryview], mode: int, owner: tuple[int, int] | None,
-    digest: Any,
-) -> tuple[str, int]:
+    digest: Any, unless: str | None = None,
+) -> tuple[str | None, int]:
     """`write_temp` for bytes made in pieces: a second thread hashes each piece into `digest` and
     writes it while the caller's thread makes the next one (hashing and writing release the GIL).
-    Returns the temporary file's path and its size."""
+    Returns the temporary file's path and its size; no path when the bytes hash to `unless` (the
+    target's own hash): the file is then removed unsynced, so its pages are never written out."""
     written = 0
 
     def fill(fd: int) -> None:
@@ -255,8 +260,13 @@ def write_temp_stream(
             writer.join()
         if failed:
             raise failed[0]
+        if unless is not None and digest.hexdigest() == unless:
+            raise _Unchanged
 
-    return _temp_file(directory, name, fill, mode, owner), written
+    try:
+        return _temp_file(directory, name, fill, mode, owner), written
+    except _Unchanged:
+        return None, written
 
 
 def discard(path: str) -> None:

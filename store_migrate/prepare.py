@@ -196,7 +196,8 @@ def prepare(
             directory = os.path.dirname(target)
             durable.ensure_dir(directory)
             temp, size = durable.write_temp_stream(
-                directory, os.path.basename(target), pieces, stat.S_IMODE(mode), owner, digest
+                directory, os.path.basename(target), pieces, stat.S_IMODE(mode), owner, digest,
+                unless=None if before is None else before.sha256,
             )
         else:
             size = 0
