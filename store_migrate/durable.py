@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import mmap
 import os
 import queue
 import re
@@ -95,6 +96,57 @@ def read_snapshot(path: str, *, hash_in_background: bool = False) -> Snapshot | 
     else:
         digest.set_result(_sha256_hex(data))
     return Snapshot(data, FileIdentity.of(st), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, digest)
+
+
+@dataclass(frozen=True)
+class Mapped:
+    """A file's pages mapped read-only (no copy into this process's memory), with the hash of
+    its bytes computed by a thread meanwhile, and the identity and mode it had when opened.
+    `data` is valid until `close`; nothing may hold a view of it then."""
+
+    data: memoryview
+    identity: FileIdentity
+    mode: int
+    uid: int
+    gid: int
+    _digest: Future[str]
+    _map: mmap.mmap | None
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.result()
+
+    def close(self) -> None:
+        self._digest.result()  # the hashing thread reads the map
+        self.data.release()
+        if self._map is not None:
+            self._map.close()
+
+
+def map_snapshot(path: str) -> Mapped | None:
+    """`read_snapshot(path, hash_in_background=True)` without reading the bytes into memory:
+    about 0.1-0.2 s and 200 MB of fresh pages less for a 200 MB store. A file truncated while
+    it is mapped raises SIGBUS on access: use only where that signal ends a worker process, whose
+    parent reports it (workers.in_worker). None when the file does not exist."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "not a regular file", path)
+        mapping = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if st.st_size else None
+    finally:
+        os.close(fd)
+    data = memoryview(mapping) if mapping is not None else memoryview(b"")
+    digest: Future[str] = Future()
+
+    def work() -> None:
+        digest.set_result(hashlib.sha256(data).hexdigest())
+
+    threading.Thread(target=work, name="store-migrate-hash", daemon=True).start()
+    return Mapped(data, FileIdentity.of(st), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, digest, mapping)
 
 
 def hash_file(path: str, advance: Callable[[int], None] | None = None) -> tuple[str, int]:

@@ -15,7 +15,7 @@ import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -86,10 +86,13 @@ class PreparedStore:
             self.temp = None
 
 
-def read_store(store: str, path: str, *, hash_in_background: bool = False) -> durable.Snapshot | None:
-    """The store's bytes, or None when it does not exist; a clear error for anything else."""
+Opened = TypeVar("Opened")
+
+
+def _opened(store: str, path: str, read: Callable[[], Opened]) -> Opened:
+    """`read()` with its errors told the operator's way."""
     try:
-        return durable.read_snapshot(path, hash_in_background=hash_in_background)
+        return read()
     except IsADirectoryError:
         raise StoreMigrateError(
             f"[{store}] {path} is not a regular file", hint="point the store variable at the store's JSON file"
@@ -98,7 +101,17 @@ def read_store(store: str, path: str, *, hash_in_background: bool = False) -> du
         raise StoreMigrateError(f"[{store}] cannot read {path}: {exc.strerror}") from None
 
 
-def parse(kind: StoreKind, path: str, data: bytes) -> tuple[Any, bool]:
+def read_store(store: str, path: str, *, hash_in_background: bool = False) -> durable.Snapshot | None:
+    """The store's bytes, or None when it does not exist; a clear error for anything else."""
+    return _opened(store, path, lambda: durable.read_snapshot(path, hash_in_background=hash_in_background))
+
+
+def map_store(store: str, path: str) -> durable.Mapped | None:
+    """The store's pages mapped (durable.map_snapshot: in worker processes only), or None."""
+    return _opened(store, path, lambda: durable.map_snapshot(path))
+
+
+def parse(kind: StoreKind, path: str, data: bytes | memoryview) -> tuple[Any, bool]:
     """The store as typed.decode reads it and True; or None and False when it declines (the caller
     then parses in full, which also names what is wrong with bytes that are not JSON)."""
     if not data:
@@ -147,9 +160,11 @@ def prepare(
     With `write` false (a dry run) the new bytes are measured but written nowhere."""
     kind = store_kind(store)
     target = os.path.realpath(path)
-    with timed() as clock:
-        snapshot = read_store(store, target, hash_in_background=True)
-    data = b"" if snapshot is None else snapshot.data
+    with timed() as clock:  # in a worker, the file's pages are mapped rather than copied
+        snapshot = map_store(store, target) if workers.in_worker() else read_store(
+            store, target, hash_in_background=True
+        )
+    data: bytes | memoryview = b"" if snapshot is None else snapshot.data
     with timed() as parse_clock:  # while a thread hashes the bytes
         value, typed_ok = parse(kind, path, data)
     before = None if snapshot is None else Before(
@@ -159,11 +174,17 @@ def prepare(
         "store.read", store=store, path=path, existed=before is not None,
         bytes=None if before is None else before.size, sha256=None if before is None else before.sha256, **clock,
     )
+    size = len(data)
+    if isinstance(snapshot, durable.Mapped):
+        if not typed_ok:
+            data = bytes(data)  # the general path, and its error positions, work on bytes
+        snapshot.close()
     del snapshot
-    if before is not None and not data and not allow_empty:
+    if before is not None and not size and not allow_empty:
         raise _refuse(before, store, path, "the file is empty (pass --allow-empty to treat it as an empty store)", None)
     with timed() as clock:
         if not typed_ok:
+            assert isinstance(data, bytes)
             try:
                 value = jsonio.decode(data) if data else {}
             except jsonio.JsonError as exc:

@@ -33,7 +33,7 @@ def _exact(kind_name: str) -> structs.Exact:
     return structs.exact(store_kind(kind_name))
 
 
-def decode(kind: StoreKind, data: bytes) -> dict[str, Any]:
+def decode(kind: StoreKind, data: bytes | memoryview) -> dict[str, Any]:
     """The store's top-level members (absent keys left out) with every record as a struct, when
     every record is one the service reads and nothing would be lost. Raises Declined otherwise."""
     exact = _exact(kind.name)

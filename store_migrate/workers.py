@@ -34,6 +34,12 @@ _in_worker = False
 _kept: list[Any] = []
 
 
+def in_worker() -> bool:
+    """Whether this is a forked worker (where a fatal signal loses nothing: the parent reports
+    WorkerFailed and cleans up)."""
+    return _in_worker
+
+
 def outlive(value: Any) -> None:
     """In a worker: keep `value` until the worker leaves with os._exit, so its objects are never
     freed one by one (0.2-0.3 s for a parsed 240 MB store). Elsewhere: nothing."""
@@ -142,8 +148,8 @@ def _die_with(parent: int) -> None:
 
 def _outcome(payload: bytearray, status: int, job: tuple[Any, ...]) -> Any:
     died = WorkerFailed(
-        f"the worker process for {job[:2]} died (wait status {status}); "
-        "nothing was replaced, rerun (is the machine short of memory?)"
+        f"the worker process for {job[:2]} died (wait status {status}); nothing was replaced, "
+        "rerun (was the store truncated while it was read, or is the machine short of memory?)"
     )
     if os.waitstatus_to_exitcode(status) != 0 or not payload:
         return died

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 from store_migrate import workers
 
@@ -40,3 +41,26 @@ def big_result(n: int) -> bytes:
 def test_a_result_bigger_than_the_pipe_buffer_arrives_whole() -> None:
     results = workers.map_stores(big_result, [(10_000_000,), (5,), (0,)], BIG)
     assert results == [bytes(10_000_000), bytes(5), b""]
+
+
+def read_after_truncation(path: str | None) -> int:
+    import faulthandler
+
+    from store_migrate import durable
+
+    if path is None:
+        return 0
+    faulthandler.disable()  # the signal is expected: no dump of this worker's stack
+    mapped = durable.map_snapshot(path)
+    assert mapped is not None
+    mapped.sha256  # noqa: B018 - the hashing thread is done with the pages
+    os.truncate(path, 0)  # an in-place writer truncates the store under the map
+    return sum(mapped.data[-4096:])  # SIGBUS: the pages are gone
+
+
+def test_a_store_truncated_under_a_worker_s_map_is_a_worker_failure(tmp_path: Path) -> None:
+    store = tmp_path / "store.json"
+    store.write_bytes(b"[" + b"0," * 100_000 + b"0]")
+    results = workers.map_stores(read_after_truncation, [(str(store),), (None,), (None,)], BIG)
+    assert isinstance(results[0], workers.WorkerFailed) and "truncated" in str(results[0])
+    assert results[1:] == [0, 0]
