@@ -67,14 +67,25 @@ class Snapshot:
         return self._digest.result()
 
 
-def _sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def _sha256(data: bytes | memoryview, *, background: bool) -> Future[str]:
+    """The hex SHA-256 of `data`, now or computed by a thread (hashing releases the GIL)."""
+    digest: Future[str] = Future()
+    if not background:
+        digest.set_result(hashlib.sha256(data).hexdigest())
+        return digest
+
+    def work() -> None:
+        try:
+            digest.set_result(hashlib.sha256(data).hexdigest())
+        except Exception as exc:  # noqa: BLE001 - raised again for whoever asks for the hash
+            digest.set_exception(exc)
+
+    threading.Thread(target=work, name="store-migrate-hash", daemon=True).start()
+    return digest
 
 
-def read_snapshot(path: str, *, hash_in_background: bool = False) -> Snapshot | None:
-    """Read a regular file whole and hash it; None when it does not exist. With
-    `hash_in_background` the hash is computed by a thread (hashing releases the GIL) while the
-    caller goes on, for example parsing the bytes; `sha256` waits for it."""
+def _read_regular(path: str, read: Callable[[int, os.stat_result], Any]) -> tuple[Any, os.stat_result] | None:
+    """`read(fd, stat)` of a regular file, and its stat; None when it does not exist."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -83,18 +94,25 @@ def read_snapshot(path: str, *, hash_in_background: bool = False) -> Snapshot | 
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise IsADirectoryError(errno.EISDIR, "not a regular file", path)
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            data = handle.read()
+        return read(fd, st), st
     finally:
         os.close(fd)
-    digest: Future[str] = Future()
-    if hash_in_background:
-        def work() -> None:
-            digest.set_result(_sha256_hex(data))
 
-        threading.Thread(target=work, name="store-migrate-hash", daemon=True).start()
-    else:
-        digest.set_result(_sha256_hex(data))
+
+def _read_whole(fd: int, _: os.stat_result) -> bytes:
+    with os.fdopen(fd, "rb", closefd=False) as handle:
+        return handle.read()
+
+
+def read_snapshot(path: str, *, hash_in_background: bool = False) -> Snapshot | None:
+    """Read a regular file whole and hash it; None when it does not exist. With
+    `hash_in_background` the hash is computed by a thread while the caller goes on, for example
+    parsing the bytes; `sha256` waits for it."""
+    found = _read_regular(path, _read_whole)
+    if found is None:
+        return None
+    data, st = found
+    digest = _sha256(data, background=hash_in_background)
     return Snapshot(data, FileIdentity.of(st), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, digest)
 
 
@@ -128,24 +146,12 @@ def map_snapshot(path: str) -> Mapped | None:
     about 0.1-0.2 s and 200 MB of fresh pages less for a 200 MB store. A file truncated while
     it is mapped raises SIGBUS on access: use only where that signal ends a worker process, whose
     parent reports it (workers.in_worker). None when the file does not exist."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    found = _read_regular(path, lambda fd, st: mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if st.st_size else None)
+    if found is None:
         return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, "not a regular file", path)
-        mapping = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if st.st_size else None
-    finally:
-        os.close(fd)
+    mapping, st = found
     data = memoryview(mapping) if mapping is not None else memoryview(b"")
-    digest: Future[str] = Future()
-
-    def work() -> None:
-        digest.set_result(hashlib.sha256(data).hexdigest())
-
-    threading.Thread(target=work, name="store-migrate-hash", daemon=True).start()
+    digest = _sha256(data, background=True)
     return Mapped(data, FileIdentity.of(st), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, digest, mapping)
 
 
