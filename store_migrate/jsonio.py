@@ -24,6 +24,8 @@ MAX_DEPTH = 128
 
 _encoder = msgspec.json.Encoder(order="sorted")
 _typed_encoder = msgspec.json.Encoder(order="deterministic")
+"""Maps sorted, struct fields as declared: canonical for the exact structs of structs.py, whose
+fields are declared in code-point order (0.3 s against 0.45 s with "sorted" for a 200 MB store)."""
 _decoder = msgspec.json.Decoder()
 _BYTE_POS = re.compile(r"\(byte (\d+)\)")
 _LONE_SURROGATE = re.compile(
@@ -141,14 +143,6 @@ def _member_value(line: bytes) -> bytes:
             return line[i + 1 :].removeprefix(b": ")
         i += 1
     return b""
-
-
-def encode_compact_typed(value: Any) -> bytes:
-    """`encode_compact` for a value whose structs declare their fields in code-point order (the
-    exact types of structs.py): maps are sorted, struct fields are written as declared. The same
-    bytes as `encode_compact`, without sorting every record's fields (0.3 s against 0.45 s for a
-    200 MB store)."""
-    return _typed_encoder.encode(value)
 
 
 PIECE_BYTES = 1 << 21

@@ -115,7 +115,7 @@ def verdicts(kind: str, value: Any) -> tuple[bool, bool, bool, bool]:
         one_pass = False
     else:
         one_pass = True
-        assert jsonio.encode_compact_typed(decoded) == jsonio.encode_compact(value)
+        assert b"".join(jsonio.CanonicalPieces(decoded)) == jsonio.encode(value)
     return report.readable, compiled, detailed, one_pass
 
 
