@@ -12,7 +12,7 @@ from datetime import datetime
 
 import structlog
 
-from . import __version__, durable, manifest, transform, workers
+from . import __version__, durable, manifest, transform, workdir, workers
 from .backups import EarlyCopies, holds, write_backup
 from .config import Settings
 from .errors import ConcurrentWrite, RunFailed, StoreMigrateError, describe_os_error
@@ -20,6 +20,7 @@ from .logs import timed
 from .manifest import COMPLETE, PENDING, REVERTED, Clock, Manifest, StoreEntry
 from .prepare import Known, PreparedStore, check_known, prepare
 from .progress import Progress
+from .workdir import WorkDir
 
 log = structlog.get_logger("store_migrate")
 
@@ -33,10 +34,11 @@ class RunResult:
 
 
 def remove_leftovers(store_paths: list[str], work_dir: str | None) -> None:
-    """Remove temporary files that a killed run or rollback left beside the stores (we hold their
+    """Remove temporary files that a killed run or rollback left beside the stores (`store_paths`,
+    every link resolved; we hold their
     lock, which every writer of those holds) and in the work directory (shared with runs on other
     stores: only files whose writer is gone)."""
-    places = [os.path.split(os.path.realpath(p)) for p in store_paths]
+    places = [os.path.split(p) for p in store_paths]
     removed = [
         temp for directory, name in places
         for temp in durable.remove_leftover_temps(directory, only_for=name, locked=True)
@@ -54,12 +56,13 @@ def remove_leftovers(store_paths: list[str], work_dir: str | None) -> None:
 def known_results(settings: Settings) -> dict[str, Known]:
     """What the newest complete manifest written by this very transform proves about each store
     path: bytes with its after_sha256 are already migrated and need no parsing."""
-    if not os.path.isdir(settings.manifests_dir):
+    work = WorkDir(settings.work_dir)
+    if not os.path.isdir(work.manifests):
         return {}
-    for name in sorted(os.listdir(settings.manifests_dir), reverse=True):
+    for name in sorted(os.listdir(work.manifests), reverse=True):
         if not name.endswith(".json"):
             continue
-        path = os.path.join(settings.manifests_dir, name)
+        path = os.path.join(work.manifests, name)
         try:
             record = manifest.load(path)
         except StoreMigrateError as exc:
@@ -82,14 +85,15 @@ def _reserve_stamp(settings: Settings, clock: Clock) -> tuple[datetime, str]:
 
     Names sort by time, so two runs in the same second cannot share one: the second waits for
     the next second. The backup directory is created exclusively, which is the reservation.
+    Every part of the work directory is checked (workdir.py) before anything is written in it.
     """
-    durable.ensure_dir(settings.manifests_dir)
-    durable.ensure_dir(settings.backups_root)
+    work = WorkDir(settings.work_dir)
+    work.create()
     while True:
         moment = clock()
-        stamp = manifest.stamp(moment)
-        taken = os.path.exists(os.path.join(settings.manifests_dir, f"{stamp}.json"))
-        backup_dir = os.path.join(settings.backups_root, stamp)
+        stamp = workdir.stamp(moment)
+        taken = os.path.lexists(work.manifest_path(stamp))
+        backup_dir = work.backup_dir(stamp)
         if not taken and durable.make_new_dir(backup_dir):
             return moment, backup_dir
         time.sleep(max(0.01, 1 - moment.microsecond / 1e6))
@@ -142,6 +146,7 @@ def _put_back(replaced: Replaced) -> list[str]:
 
 def prepare_all(
     settings: Settings,
+    targets: list[str],
     allow_empty: bool,
     strict: bool,
     known: dict[str, Known],
@@ -150,23 +155,24 @@ def prepare_all(
     early: EarlyCopies | None = None,
 ) -> list[PreparedStore]:
     """Prepare every store (in parallel when big); if any cannot be, discard what the others
-    prepared and raise the first failure in store order. With `early`, the stores that go to
-    worker processes are copied for their backups meanwhile."""
-    sizes = [durable.size_of(os.path.realpath(s.path)) for s in settings.stores]
+    prepared and raise the first failure in store order. `targets` are the store paths with
+    every link resolved (ondisk.locate_stores). With `early`, the stores that go to worker
+    processes are copied for their backups meanwhile."""
+    sizes = [durable.size_of(target) for target in targets]
     known_bytes = sum(size for s, size in zip(settings.stores, sizes, strict=True) if s.path in known)
     with progress.task("hashing stores", known_bytes) as advance:
         shortcuts = workers.in_threads(
-            lambda s: check_known(s.kind, s.path, known[s.path], strict=strict, advance=advance)
-            if s.path in known else None,
-            settings.stores, sum(sizes),
+            lambda i: check_known(settings.stores[i].kind, settings.stores[i].path, targets[i],
+                                  known[settings.stores[i].path], strict=strict, advance=advance)
+            if settings.stores[i].path in known else None,
+            range(len(targets)), sum(sizes),
         )
     rest = [i for i, done in enumerate(shortcuts) if done is None]
-    jobs = [(settings.stores[i].kind, settings.stores[i].path, allow_empty, strict, write) for i in rest]
+    jobs = [(settings.stores[i].kind, settings.stores[i].path, targets[i], allow_empty, strict, write) for i in rest]
     if early is not None and workers.forks([sizes[i] for i in rest]):
         for i in sorted(rest, key=lambda i: -sizes[i]):
-            target = os.path.realpath(settings.stores[i].path)
-            if os.path.isfile(target):
-                early.start(settings.stores[i].kind, target)
+            if os.path.isfile(targets[i]):
+                early.start(settings.stores[i].kind, targets[i])
     with progress.task(f"parsing, checking and encoding {len(rest)} store(s)", sum(sizes[i] for i in rest)) as advance:
         finished: list[int] = []
 
@@ -189,15 +195,15 @@ def prepare_all(
     return prepared
 
 
-def _prepare_job(store: str, path: str, allow_empty: bool, strict: bool, write: bool) -> PreparedStore:
-    return prepare(store, path, allow_empty=allow_empty, strict=strict, write=write)
+def _prepare_job(store: str, path: str, target: str, allow_empty: bool, strict: bool, write: bool) -> PreparedStore:
+    return prepare(store, path, target, allow_empty=allow_empty, strict=strict, write=write)
 
 
 def backup_and_replace(
     settings: Settings, prepared: list[PreparedStore], clock: Clock, progress: Progress, early: EarlyCopies
 ) -> RunResult:
     moment, backup_dir = _reserve_stamp(settings, clock)
-    stamp = manifest.stamp(moment)
+    stamp = workdir.stamp(moment)
     total = sum(p.before.size for p in prepared if p.before)
     early.release()  # normally done already, when the workers finished
     with progress.task("backing up and reading back", 2 * total) as advance:
@@ -215,18 +221,19 @@ def backup_and_replace(
             changed=p.changed,
             counts=p.counts,
             validation_problems=p.report.unreadable,
+            resolved_path=p.target,
         )
         for p, backup in zip(prepared, backups, strict=True)
     ]
     record = Manifest(
-        generated_at=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        generated_at=moment.strftime(workdir.TIME_FORMAT),
         stores=entries,
         status=PENDING,
         tool_version=__version__,
         transform_version=transform.TRANSFORM_VERSION,
         backup_dir=backup_dir,
     )
-    manifest_path = os.path.join(settings.manifests_dir, f"{stamp}.json")
+    manifest_path = WorkDir(settings.work_dir).manifest_path(stamp)
     durable.create_new(manifest_path, record.to_bytes())
     log.info("manifest.written", path=manifest_path, status=PENDING)
     replaced: Replaced = []

@@ -17,6 +17,7 @@ import gc
 gc.disable()
 
 import json  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from enum import StrEnum  # noqa: E402
@@ -112,15 +113,19 @@ def _progress(quiet: bool) -> Any:
 
 
 def _write_report(path: Path, text: str) -> None:
-    """Write a report atomically, 0600; never into a manifests/ directory."""
-    from . import durable
+    """Write a report atomically, 0600; never into a manifests/ directory, never through a link."""
+    from . import durable, ondisk
 
-    target = path.resolve()
-    if target.parent.name == "manifests":
+    target = os.path.abspath(path)
+    ondisk.require_printable(target, "report path")
+    if os.path.basename(os.path.dirname(os.path.realpath(target))) == "manifests":
         _fail(f"refusing to write report {path} into a manifests/ directory",
               "pipelines pick the newest file there as the manifest; write the report elsewhere")
-    durable.ensure_dir(str(target.parent))
-    durable.atomic_replace(str(target), text.encode())
+    if os.path.islink(target):
+        _fail(f"refusing to write report {path}: it is a symbolic link",
+              "give the path of a new or regular file; a report never writes through a link")
+    durable.ensure_dir(os.path.dirname(target))
+    durable.atomic_replace(target, text.encode())
     typer.echo(f"report: {path}", err=True)
 
 

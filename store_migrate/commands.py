@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import structlog
 
-from . import durable, jsonio, manifest, restore, validate, workers
+from . import durable, jsonio, manifest, ondisk, restore, validate, workdir, workers
 from .backfill import RunResult, backup_and_replace, known_results, prepare_all, remove_leftovers
 from .backups import EarlyCopies
 from .config import Settings
@@ -25,6 +26,7 @@ from .progress import SILENT, Progress
 from .restore import RollbackAction, RollbackResult
 from .stores import store_kind
 from .verification import StoreCheck, VerifyResult, drops, verify_store
+from .workdir import WorkDir
 
 log = structlog.get_logger("store_migrate")
 
@@ -42,11 +44,12 @@ def run(
     progress: Progress = SILENT,
 ) -> RunResult:
     """Backfill every store: prepare all, back up all, write a pending manifest, replace, complete."""
-    paths = [s.path for s in settings.stores]
-    with locked(paths, lock_timeout):
-        remove_leftovers(paths, settings.work_dir)
-        with EarlyCopies(settings.backups_root) as early:
-            prepared = prepare_all(settings, allow_empty, strict, known_results(settings), progress, early=early)
+    targets = _preflight(settings)
+    with locked(targets, lock_timeout):
+        remove_leftovers(targets, settings.work_dir)
+        with EarlyCopies(WorkDir(settings.work_dir).backups) as early:
+            prepared = prepare_all(settings, targets, allow_empty, strict, known_results(settings), progress,
+                                   early=early)
             try:
                 return backup_and_replace(settings, prepared, clock, progress, early)
             finally:
@@ -60,9 +63,19 @@ def dry_run(
     """Everything a run does but write: each store read, checked, transformed, validated and
     encoded in memory. Refuses exactly as a run would. Leaves no file behind (no backup, manifest
     or temporary file; the lock is a kernel lock on the directory, not a file)."""
-    prepared = prepare_all(settings, allow_empty, strict, known_results(settings), progress, write=False)
+    targets = _preflight(settings)
+    prepared = prepare_all(settings, targets, allow_empty, strict, known_results(settings), progress, write=False)
     log.info("run.dry", stores=[p.store for p in prepared], would_change=[p.store for p in prepared if p.changed])
     return prepared
+
+
+def _preflight(settings: Settings) -> list[str]:
+    """Before any lock or write: every store path leads safely to a regular file or to nothing,
+    no two stores are one file, none lies in the work directory, and the parts of the work
+    directory that exist are trusted. The store paths with every link resolved."""
+    located = ondisk.locate_stores([(s.kind, s.path, s.source) for s in settings.stores], settings.work_dir)
+    WorkDir(settings.work_dir).check()
+    return [found.target for found in located]
 
 
 def verify(
@@ -77,7 +90,7 @@ def verify(
     service can read it (a failure with `strict`, else a warning). With `baseline` (another
     manifest), any count that dropped by more than `max_drop` fails. Reports every problem."""
     record = manifest.load(manifest_path)
-    earlier = None if baseline is None else manifest.load(baseline)
+    earlier = None if baseline is None else manifest.load(baseline, in_place=False)
     problems = []
     if not record.complete:
         problems.append(
@@ -85,12 +98,16 @@ def verify(
             + (" and put every store back" if record.status == REVERTED else "")
         )
     canonical = record.transform_version is not None
-    jobs = [(entry, canonical, strict) for entry in record.stores]
-    sizes = [durable.size_of(entry.path) for entry in record.stores]
-    checks = []
+    located = [_pinned(entry, allow_dangling=True) for entry in record.stores]
+    usable = [i for i, found in enumerate(located) if not isinstance(found, str)]
+    jobs = [(record.stores[i], located[i], canonical, strict) for i in usable]
+    sizes = [durable.size_of(record.stores[i].path) for i in usable]
     with progress.task(f"verifying {len(jobs)} store(s)", sum(sizes)) as advance:
-        outcomes = workers.map_stores(verify_store, jobs, sizes, on_done=lambda i: advance(sizes[i]))
-    for outcome in outcomes:
+        outcomes = workers.map_stores(_verify_job, jobs, sizes, on_done=lambda i: advance(sizes[i]))
+    done = dict(zip(usable, outcomes, strict=True))
+    checks = []
+    for i, (entry, found) in enumerate(zip(record.stores, located, strict=True)):
+        outcome = StoreCheck(entry.store, entry.path, problems=[found]) if isinstance(found, str) else done[i]
         if isinstance(outcome, BaseException):
             raise outcome
         checks.append(outcome)
@@ -102,6 +119,19 @@ def verify(
     return VerifyResult(record, problems, checks, strict)
 
 
+def _verify_job(entry: StoreEntry, located: ondisk.Located, canonical: bool, strict: bool) -> StoreCheck:
+    return verify_store(entry, located.target, canonical, strict)
+
+
+def _pinned(entry: StoreEntry, *, allow_dangling: bool) -> ondisk.Located | str:
+    """Where a manifest's store path leads now, or why it may not be followed (ondisk.pinned)."""
+    try:
+        return ondisk.pinned(entry.path, entry.resolved_path, f"[{entry.store}] store path",
+                             allow_dangling=allow_dangling)
+    except ondisk.UnsafeStorePath as exc:
+        return exc.message
+
+
 def rollback(
     manifest_path: str,
     *,
@@ -110,15 +140,30 @@ def rollback(
     clock: Clock = utc_now,
     progress: Progress = SILENT,
 ) -> RollbackResult:
-    """Return every store of a manifest to its before_sha256 state; check all before changing any."""
-    record = manifest.load(manifest_path)
-    with locked([e.path for e in record.stores], lock_timeout):
-        remove_leftovers([e.path for e in record.stores], None)
-        sizes = {e.store: durable.size_of(e.path) + durable.size_of(e.backup_path or "") for e in record.stores}
+    """Return every store of a manifest to its before_sha256 state; check all before changing any.
+    Only what the run made is touched: the manifest, its directory and the work directory must be
+    trusted (workdir.py), each backup must lie in the run's own backup directory (manifest.load),
+    and each store path must still lead where the run found it (ondisk.pinned)."""
+    record = manifest.load(manifest_path, changes=True)
+    work, run_stamp = WorkDir.of_manifest(manifest_path)
+    work.check()
+    backup_dir = work.backup_dir(run_stamp)
+    if os.path.lexists(backup_dir):
+        workdir.require_trusted_dir(backup_dir, os.lstat(backup_dir), "backup directory")
+    located = [_pinned(entry, allow_dangling=True) for entry in record.stores]
+    unsafe = [found for found in located if isinstance(found, str)]
+    if unsafe:
+        _refuse_rollback(unsafe)
+    targets = {e.store: found.target for e, found in zip(record.stores, located, strict=True)
+               if isinstance(found, ondisk.Located)}
+    with locked(list(targets.values()), lock_timeout):
+        remove_leftovers(list(targets.values()), None)
+        sizes = {e.store: durable.size_of(targets[e.store]) + durable.size_of(e.backup_path or "")
+                 for e in record.stores}
         total = sum(sizes.values())
 
         def plan_one(entry: StoreEntry) -> tuple[RollbackAction, str | None]:
-            planned = restore.plan(entry, force)
+            planned = restore.plan(entry, targets[entry.store], force)
             advance(sizes[entry.store])
             return planned
 
@@ -126,15 +171,19 @@ def rollback(
             planned = workers.in_threads(plan_one, record.stores, total)
         refusals = [problem for _, problem in planned if problem]
         if refusals:
-            for problem in refusals:
-                log.error("rollback.refused", reason=problem)
-            raise RollbackRefused("rollback refused, nothing was changed:\n  " + "\n  ".join(refusals))
+            _refuse_rollback(refusals)
         actions = [action for action, _ in planned]
-        stamp = manifest.stamp(clock())
+        stamp = workdir.stamp(clock())
         with progress.task("restoring", total) as advance:
-            workers.in_threads(lambda a: restore.apply(a, record, manifest_path, stamp), actions, total)
+            workers.in_threads(lambda a: restore.apply(a, backup_dir, stamp), actions, total)
             advance(total)
     return RollbackResult(record, actions)
+
+
+def _refuse_rollback(refusals: list[str]) -> NoReturn:
+    for problem in refusals:
+        log.error("rollback.refused", reason=problem)
+    raise RollbackRefused("rollback refused, nothing was changed:\n  " + "\n  ".join(refusals))
 
 
 @dataclass

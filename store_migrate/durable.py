@@ -29,6 +29,10 @@ TEMP_MARK = ".store-migrate-tmp-"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 _CHUNK = 1 << 20
+READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW
+"""Every file is opened for reading without following a final link (callers resolve store
+paths safely first, see ondisk.py) and without blocking (a FIFO planted in a store's place must
+not hang the tool while it holds the lock); what is opened must then be a regular file."""
 
 
 @dataclass(frozen=True)
@@ -87,16 +91,27 @@ def _sha256(data: bytes | memoryview, *, background: bool) -> Future[str]:
 def _read_regular(path: str, read: Callable[[int, os.stat_result], Any]) -> tuple[Any, os.stat_result] | None:
     """`read(fd, stat)` of a regular file, and its stat; None when it does not exist."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd, st = open_regular(path)
     except FileNotFoundError:
         return None
+    try:
+        return read(fd, st), st
+    finally:
+        os.close(fd)
+
+
+def open_regular(path: str) -> tuple[int, os.stat_result]:
+    """A file descriptor for reading `path` (READ_FLAGS) and its stat; IsADirectoryError when it is
+    not a regular file, OSError(ELOOP) when it is a symbolic link."""
+    fd = os.open(path, READ_FLAGS)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise IsADirectoryError(errno.EISDIR, "not a regular file", path)
-        return read(fd, st), st
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd, st
 
 
 def _read_whole(fd: int, _: os.stat_result) -> bytes:
@@ -159,7 +174,7 @@ def hash_file(path: str, advance: Callable[[int], None] | None = None) -> tuple[
     """SHA-256 hex and size of a file, read in chunks (no whole-file buffer)."""
     digest = hashlib.sha256()
     size = 0
-    with open(path, "rb") as handle:
+    with os.fdopen(open_regular(path)[0], "rb") as handle:
         while chunk := handle.read(_CHUNK * 8):
             digest.update(chunk)
             size += len(chunk)
@@ -177,8 +192,10 @@ def size_of(path: str) -> int:
 
 
 def identity(path: str) -> FileIdentity | None:
+    """The identity of the directory entry `path` itself (a link is not followed: a store swapped
+    for a link no longer has the identity it was read with)."""
     try:
-        return FileIdentity.of(os.stat(path))
+        return FileIdentity.of(os.lstat(path))
     except FileNotFoundError:
         return None
 
@@ -391,8 +408,11 @@ def copy_to_temp(
     """Copy `source` in the kernel to a new temporary file (for `name`) in `directory`, fsynced."""
 
     def fill(fd: int) -> None:
-        with open(source, "rb") as handle:
-            _copy(handle.fileno(), fd, advance)
+        source_fd, _ = open_regular(source)
+        try:
+            _copy(source_fd, fd, advance)
+        finally:
+            os.close(source_fd)
 
     return _temp_file(directory, name, fill, mode, None)
 

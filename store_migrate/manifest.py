@@ -7,9 +7,9 @@ earlier implementation carry the v1 fields only and read as complete.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from . import jsonio
+from . import jsonio, ondisk, workdir
 from .errors import ManifestInvalid, ManifestNotFound
 from .stores import KIND_ORDER, load_schema
 
@@ -32,9 +32,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def stamp(moment: datetime) -> str:
-    """The TIMESTAMP that names a run's manifest and backup directory, like 20260222T085502Z."""
-    return moment.strftime("%Y%m%dT%H%M%SZ")
 PENDING, COMPLETE, REVERTED = "pending", "complete", "reverted"
 
 
@@ -50,6 +47,9 @@ class StoreEntry:
     counts: dict[str, int]
     validation_problems: int | None = None
     after_identity: dict[str, int] | None = None
+    resolved_path: str | None = None
+    """Where `path` led when the run read it (every symbolic link resolved): verify and rollback
+    refuse when it now leads elsewhere. Absent in manifests of earlier versions."""
 
     def to_json(self) -> dict[str, Any]:
         fields: dict[str, Any] = {
@@ -66,6 +66,8 @@ class StoreEntry:
             fields["validation_problems"] = self.validation_problems
         if self.after_identity is not None:
             fields["after_identity"] = self.after_identity
+        if self.resolved_path is not None:
+            fields["resolved_path"] = self.resolved_path
         return fields
 
 
@@ -117,16 +119,35 @@ def _short(error: ValidationError) -> str:
     return f"fails the schema's {error.validator!r} rule ({error.validator_value!r})"
 
 
-def load(path: str) -> Manifest:
-    """Read and check a manifest. Relative store and backup paths resolve against the cwd."""
+def _read(path: str, *, changes: bool) -> bytes:
+    """The manifest's bytes, read from the very file whose owner and mode were checked. For a
+    command that `changes` stores (rollback), the file may not be a link and its directory must be
+    trusted too (workdir.py)."""
+    ondisk.require_printable(path, "manifest path")
     try:
-        st = os.stat(path)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (os.O_NOFOLLOW if changes else 0))
     except FileNotFoundError:
         raise ManifestNotFound(path) from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ManifestInvalid(path, "it is not a regular file")
-    with open(path, "rb") as handle:
-        data = handle.read()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ManifestInvalid(path, "it is a symbolic link; give rollback the manifest file itself") from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(handle.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ManifestInvalid(path, "it is not a regular file")
+        workdir.require_trusted_file(path, st)
+        if changes:
+            workdir.require_trusted_parent(path)
+        return handle.read()
+
+
+def load(path: str, *, changes: bool = False, in_place: bool = True) -> Manifest:
+    """Read and check a manifest: who could have written it (see `_read`), its schema, and that it
+    describes only what a run makes (see `_entry`; `in_place` false for a manifest read for its
+    counts only, such as a baseline copied from staging, whose backups are not used). Relative
+    store and backup paths, which only the earlier implementation wrote, resolve against the cwd."""
+    data = _read(path, changes=changes)
     try:
         document = jsonio.decode(data)
     except jsonio.JsonError as exc:
@@ -139,8 +160,9 @@ def load(path: str) -> Manifest:
     try:
         datetime.fromisoformat(document["generated_at"])
     except ValueError:
-        raise ManifestInvalid(path, f"generated_at is not an RFC 3339 time: {document['generated_at']!r}") from None
-    entries = [_entry(path, raw) for raw in document["stores"]]
+        raise ManifestInvalid(path, "generated_at is not an RFC 3339 time") from None
+    ours = "status" in document or "tool_version" in document
+    entries = [_entry(path, raw, ours, in_place) for raw in document["stores"]]
     kinds = [entry.store for entry in entries]
     if len(set(kinds)) != len(kinds):
         raise ManifestInvalid(path, f"a store is listed twice: {', '.join(kinds)}")
@@ -155,29 +177,52 @@ def load(path: str) -> Manifest:
     )
 
 
-_BACKUP_NAME = re.compile(r"(?P<store>[a-z_]+)-\d{8}T\d{6}Z-(?P<sha12>[0-9a-f]{12})\.bak\.json")
+def _checked_path(manifest_path: str, store: str, field_name: str, raw: str, relative_ok: bool) -> str:
+    """An absolute, normalised, printable path from a manifest (relative ones of the earlier
+    implementation resolve against the cwd)."""
+    if ondisk.unsafe_text(raw):
+        raise ManifestInvalid(manifest_path, f"[{store}] {field_name} holds a control character")
+    if not os.path.isabs(raw) and not relative_ok:
+        raise ManifestInvalid(manifest_path, f"[{store}] {field_name} {raw} is not an absolute path")
+    if ".." in raw.split("/") or (os.path.isabs(raw) and os.path.normpath(raw) != raw):
+        raise ManifestInvalid(manifest_path, f"[{store}] {field_name} {raw} is not a normalised path")
+    return os.path.abspath(raw)
 
 
-def _entry(manifest_path: str, raw: dict[str, Any]) -> StoreEntry:
+def _entry(manifest_path: str, raw: dict[str, Any], ours: bool, in_place: bool) -> StoreEntry:
+    store = raw["store"]
+    resolved = raw.get("resolved_path")
     entry = StoreEntry(
-        store=raw["store"],
-        path=os.path.abspath(raw["path"]),
+        store=store,
+        path=_checked_path(manifest_path, store, "path", raw["path"], not ours),
         existed=raw["existed"],
-        backup_path=None if raw["backup_path"] is None else os.path.abspath(raw["backup_path"]),
+        backup_path=None if raw["backup_path"] is None else _checked_path(
+            manifest_path, store, "backup_path", raw["backup_path"], not ours),
         before_sha256=raw["before_sha256"],
         after_sha256=raw["after_sha256"],
         changed=raw["changed"],
         counts=dict(raw["counts"]),
         validation_problems=raw.get("validation_problems"),
         after_identity=raw.get("after_identity"),
+        resolved_path=None if resolved is None else _checked_path(
+            manifest_path, store, "resolved_path", resolved, False),
     )
     if entry.backup_path is not None and entry.before_sha256 is not None:
-        name = _BACKUP_NAME.fullmatch(os.path.basename(entry.backup_path))
+        work, run_stamp = workdir.WorkDir.of_manifest(manifest_path)
+        name = workdir.BACKUP_NAME.fullmatch(os.path.basename(entry.backup_path))
         if name is None or name["store"] != entry.store or name["sha12"] != entry.before_sha256[:12]:
             raise ManifestInvalid(
                 manifest_path,
                 f"[{entry.store}] backup_path {entry.backup_path} is not the backup of this store "
                 f"with before_sha256 {entry.before_sha256[:12]}…",
+            )
+        elsewhere = os.path.dirname(entry.backup_path) != work.backup_dir(run_stamp) or name["stamp"] != run_stamp
+        if in_place and elsewhere:
+            raise ManifestInvalid(
+                manifest_path,
+                f"[{entry.store}] backup_path {entry.backup_path} is not in this manifest's own backup directory "
+                f"{work.backup_dir(run_stamp)} under the name the run gives it; "
+                "a manifest must stay in $WORK_DIR/manifests beside its run's backups",
             )
     if entry.existed and entry.changed != (entry.before_sha256 != entry.after_sha256):
         raise ManifestInvalid(

@@ -150,6 +150,7 @@ def _refuse(before: Before | None, store: str, path: str, reason: str, position:
 def prepare(
     store: str,
     path: str,
+    target: str,
     *,
     allow_empty: bool = False,
     strict: bool = False,
@@ -157,9 +158,9 @@ def prepare(
 ) -> PreparedStore:
     """Make one store ready. Raises StoreRefused (nothing written) when it cannot be migrated
     without losing data, or when `strict` and the service could not read a record of it.
-    With `write` false (a dry run) the new bytes are measured but written nowhere."""
+    With `write` false (a dry run) the new bytes are measured but written nowhere. `target` is
+    `path` with every link resolved (ondisk.locate)."""
     kind = store_kind(store)
-    target = os.path.realpath(path)
     with timed() as clock:  # in a worker, the file's pages are mapped rather than copied
         snapshot = map_store(store, target) if workers.in_worker() else read_store(
             store, target, hash_in_background=True
@@ -257,14 +258,14 @@ def _counters(kind: StoreKind, result: transform.TransformResult) -> dict[str, t
 
 
 def check_known(
-    store: str, path: str, known: Known, *, strict: bool = False, advance: Callable[[int], None] | None = None
+    store: str, path: str, target: str, known: Known, *, strict: bool = False,
+    advance: Callable[[int], None] | None = None,
 ) -> PreparedStore | None:
     """A rerun's shortcut: hash the store without holding it in memory; when the bytes are the
     ones `known` records, the store is already migrated and nothing needs parsing. None when
     the store must be prepared in full."""
-    target = os.path.realpath(path)
     try:
-        st = os.stat(target)
+        st = os.lstat(target)
         identity = durable.FileIdentity.of(st)
         if known.identity is not None and identity.to_json() == known.identity and stat.S_ISREG(st.st_mode):
             before = Before(known.after_sha256, st.st_size, identity, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
@@ -277,7 +278,7 @@ def check_known(
             return prepared
         with timed() as clock:
             sha256, size = durable.hash_file(target, advance)
-        st_after = os.stat(target)
+        st_after = os.lstat(target)
     except FileNotFoundError:
         return None
     if sha256 != known.after_sha256 or durable.FileIdentity.of(st_after) != identity or not stat.S_ISREG(st.st_mode):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from . import durable
+from . import durable, workdir
 from .errors import ConcurrentWrite, RollbackRefused
 from .logs import timed
 from .manifest import Manifest, StoreEntry
@@ -32,10 +32,9 @@ class LiveFile:
     data: bytes | None
 
 
-def _live_file(entry: StoreEntry) -> LiveFile | None:
-    target = os.path.realpath(entry.path)
+def _live_file(entry: StoreEntry, target: str) -> LiveFile | None:
     try:
-        st = os.stat(target)
+        st = os.lstat(target)
     except FileNotFoundError:
         return None
     identity = durable.FileIdentity.of(st)
@@ -51,6 +50,8 @@ def _live_file(entry: StoreEntry) -> LiveFile | None:
 class RollbackAction:
     store: str
     path: str
+    target: str
+    """`path` with every link resolved, where the run found it (ondisk.pinned): the only file written."""
     action: str
     """`restored`, `removed` or `skipped`: also the word the CLI prints."""
     reason: str = ""
@@ -84,10 +85,10 @@ def _read_backup(entry: StoreEntry) -> tuple[durable.Snapshot | None, str | None
     return backup, None
 
 
-def plan(entry: StoreEntry, force: bool) -> tuple[RollbackAction, str | None]:
+def plan(entry: StoreEntry, target: str, force: bool) -> tuple[RollbackAction, str | None]:
     """What rollback would do for one store, or why it must not."""
-    live = _live_file(entry)
-    action = RollbackAction(entry.store, entry.path, "skipped", live=live)
+    live = _live_file(entry, target)
+    action = RollbackAction(entry.store, entry.path, target, "skipped", live=live)
     drift = live is not None and live.sha256 not in (entry.after_sha256, entry.before_sha256)
     if entry.existed:
         action.backup, problem = _read_backup(entry)
@@ -116,9 +117,9 @@ def plan(entry: StoreEntry, force: bool) -> tuple[RollbackAction, str | None]:
 
 def _keep_drifted(action: RollbackAction, directory: str, stamp: str) -> None:
     assert action.live is not None
-    kept = os.path.join(directory, f"{action.store}-{stamp}-{action.live.sha256[:12]}.pre-rollback.json")
+    kept = os.path.join(directory, workdir.pre_rollback_name(action.store, stamp, action.live.sha256))
     durable.ensure_dir(directory)
-    if not os.path.exists(kept):
+    if not os.path.lexists(kept):
         assert action.live.data is not None  # a file at its recorded identity never drifted
         durable.create_new(kept, action.live.data)
     digest, _ = durable.hash_file(kept)
@@ -128,22 +129,13 @@ def _keep_drifted(action: RollbackAction, directory: str, stamp: str) -> None:
     log.warning("store.kept_before_rollback", store=action.store, path=action.path, kept_as=kept, sha256=digest)
 
 
-def _pre_rollback_dir(record: Manifest, manifest_path: str) -> str:
-    if record.backup_dir:
-        return record.backup_dir
-    for entry in record.stores:
-        if entry.backup_path:
-            return os.path.dirname(entry.backup_path)
-    manifests_dir = os.path.dirname(os.path.abspath(manifest_path))
-    stem = os.path.splitext(os.path.basename(manifest_path))[0]
-    return os.path.join(os.path.dirname(manifests_dir), "backups", stem)
-
-
-def apply(action: RollbackAction, record: Manifest, manifest_path: str, stamp: str) -> None:
+def apply(action: RollbackAction, backup_dir: str, stamp: str) -> None:
+    """Carry out one planned action; a forced one first keeps the newer file in `backup_dir` (the
+    run's own backup directory)."""
     if action.action == "skipped":
         log.info("store.skipped", store=action.store, path=action.path, reason=action.reason)
         return
-    target = os.path.realpath(action.path)
+    target = action.target
     expected = None if action.live is None else action.live.identity
     if durable.identity(target) != expected:
         raise ConcurrentWrite(
@@ -151,7 +143,7 @@ def apply(action: RollbackAction, record: Manifest, manifest_path: str, stamp: s
             hint="stop the service's writers, then rerun the rollback (it is safe to rerun)",
         )
     if action.forced:
-        _keep_drifted(action, _pre_rollback_dir(record, manifest_path), stamp)
+        _keep_drifted(action, backup_dir, stamp)
     with timed() as clock:
         if action.action == "removed":
             durable.remove(target)

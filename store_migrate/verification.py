@@ -61,10 +61,11 @@ def drops(baseline: dict[str, int], now: dict[str, int], source: str, max_drop: 
     ]
 
 
-def verify_store(entry: StoreEntry, canonical: bool, strict: bool) -> StoreCheck:
-    """Verify one store (in a worker process when the stores are big)."""
+def verify_store(entry: StoreEntry, target: str, canonical: bool, strict: bool) -> StoreCheck:
+    """Verify one store (in a worker process when the stores are big); `target` is its path with
+    every link resolved (ondisk.pinned)."""
     with timed() as clock:
-        check, live = _check_store(entry, canonical, strict)
+        check, live = _check_store(entry, target, canonical, strict)
     log.info(
         "store.verified", store=entry.store, path=entry.path, ok=not check.problems,
         problems=len(check.problems), sha256=None if live is None else live[0],
@@ -73,7 +74,9 @@ def verify_store(entry: StoreEntry, canonical: bool, strict: bool) -> StoreCheck
     return check
 
 
-def _check_store(entry: StoreEntry, canonical: bool, strict: bool) -> tuple[StoreCheck, tuple[str, int] | None]:
+def _check_store(
+    entry: StoreEntry, target: str, canonical: bool, strict: bool
+) -> tuple[StoreCheck, tuple[str, int] | None]:
     """Checksum, shape, counts, backup and service readability of one store.
 
     When the bytes are exactly those the manifest records and the run recorded its validation
@@ -84,7 +87,7 @@ def _check_store(entry: StoreEntry, canonical: bool, strict: bool) -> tuple[Stor
     with ThreadPoolExecutor(max_workers=1) as background:  # hashing the backup releases the GIL
         backup = background.submit(_backup_problems, entry) if entry.existed else None
         try:
-            live = read_store(entry.store, entry.path, hash_in_background=strict)
+            live = read_store(entry.store, target, hash_in_background=strict)
         except StoreMigrateError as exc:
             check.problems.append(exc.message)
             live = None

@@ -305,7 +305,7 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[Path, str], None]]:
 
     def mount(path: Path, size: str) -> None:
         path.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
                               capture_output=True, text=True, check=False)
         if done.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN): {done.stderr.strip()}")
@@ -360,7 +360,7 @@ def test_rollback_refuses_a_store_path_that_is_not_a_regular_file(stores: Stores
     manifest.write_text(json.dumps(document))
     migrated = stores.hashes()
     done = stores.call("store-migrate", "rollback", str(manifest), check=1)
-    assert f"{stores.root} is not a regular file" in done.stderr and "Traceback" not in done.stderr
+    assert f"{stores.root} is a directory, not a regular file" in done.stderr and "Traceback" not in done.stderr
     assert stores.hashes() == migrated
 
 
