@@ -62,6 +62,8 @@ def decode(data: bytes) -> Any:
         return _decoder.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise _diagnose(data, exc) from None
+    except RecursionError:
+        raise JsonError("nesting too deep to parse") from None
 
 
 def _diagnose(data: bytes, exc: Exception) -> JsonError:

@@ -43,6 +43,8 @@ def decode(kind: StoreKind, data: bytes | memoryview) -> dict[str, Any]:
         raise Declined(str(exc)) from None
     except UnicodeDecodeError:
         raise Declined("invalid UTF-8") from None
+    except RecursionError:
+        raise Declined("nesting too deep to parse") from None
     problem = exact.leaf_problem(root)
     if problem is not None:
         raise Declined(problem)
