@@ -12,7 +12,7 @@ from datetime import datetime
 
 import structlog
 
-from . import __version__, durable, manifest, transform, workdir, workers
+from . import __version__, durable, manifest, ondisk, transform, workdir, workers
 from .backups import EarlyCopies, holds, write_backup
 from .config import Settings
 from .errors import ConcurrentWrite, RunFailed, StoreMigrateError, describe_os_error
@@ -137,7 +137,9 @@ def _put_back(replaced: Replaced) -> list[str]:
                 if saved is None or saved.sha256 != prepared.before.sha256:
                     failures.append(f"{prepared.path} (its backup {backup} does not hold the old bytes)")
                     continue
-                durable.atomic_replace(prepared.target, saved.data, mode=prepared.before.mode)
+                before = prepared.before
+                durable.atomic_replace(prepared.target, saved.data, mode=before.mode,
+                                       owner=ondisk.Ownership(before.mode, before.uid, before.gid).owner)
             log.info("store.put_back", store=prepared.store, path=prepared.path)
         except OSError as exc:
             failures.append(f"{prepared.path} ({exc.strerror})")
@@ -168,7 +170,8 @@ def prepare_all(
             range(len(targets)), sum(sizes),
         )
     rest = [i for i, done in enumerate(shortcuts) if done is None]
-    jobs = [(settings.stores[i].kind, settings.stores[i].path, targets[i], allow_empty, strict, write) for i in rest]
+    jobs = [(settings.stores[i].kind, settings.stores[i].path, targets[i], tuple(targets), allow_empty, strict, write)
+            for i in rest]
     if early is not None and workers.forks([sizes[i] for i in rest]):
         for i in sorted(rest, key=lambda i: -sizes[i]):
             if os.path.isfile(targets[i]):
@@ -195,8 +198,10 @@ def prepare_all(
     return prepared
 
 
-def _prepare_job(store: str, path: str, target: str, allow_empty: bool, strict: bool, write: bool) -> PreparedStore:
-    return prepare(store, path, target, allow_empty=allow_empty, strict=strict, write=write)
+def _prepare_job(
+    store: str, path: str, target: str, siblings: tuple[str, ...], allow_empty: bool, strict: bool, write: bool
+) -> PreparedStore:
+    return prepare(store, path, target, siblings=siblings, allow_empty=allow_empty, strict=strict, write=write)
 
 
 def backup_and_replace(

@@ -175,7 +175,8 @@ def rollback(
         actions = [action for action, _ in planned]
         stamp = workdir.stamp(clock())
         with progress.task("restoring", total) as advance:
-            workers.in_threads(lambda a: restore.apply(a, backup_dir, stamp), actions, total)
+            siblings = tuple(targets.values())
+            workers.in_threads(lambda a: restore.apply(a, backup_dir, stamp, siblings), actions, total)
             advance(total)
     return RollbackResult(record, actions)
 

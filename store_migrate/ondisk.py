@@ -191,3 +191,43 @@ def locate_stores(stores: Sequence[tuple[str, str, str]], work_dir: str) -> list
                     hint="each store needs its own file; check the store path variables",
                 )
     return located
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """The owner, group and mode a store file gets, so that the service can read it."""
+
+    mode: int
+    uid: int
+    gid: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> Ownership:
+        return cls(stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+
+    @property
+    def owner(self) -> tuple[int, int] | None:
+        """(uid, gid) to give a new file, or None when it is the user running the tool's own."""
+        mine = (os.geteuid(), os.getegid())
+        return None if (self.uid, self.gid) == mine else (self.uid, self.gid)
+
+
+def ownership_for_new(target: str, siblings: Sequence[str]) -> Ownership:
+    """What a store file the tool creates at `target` (no file to take it from) gets: the owner,
+    group and mode of another store in the same directory, else the directory's owner and group
+    with mode 0600. Run as root in the service's directory, a new store must still be the
+    service's."""
+    directory = os.path.dirname(target)
+    for other in siblings:
+        if other != target and os.path.dirname(other) == directory:
+            try:
+                st = os.lstat(other)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                return Ownership.of(st)
+    try:
+        st = os.stat(directory)
+    except FileNotFoundError:
+        return Ownership(0o600, os.geteuid(), os.getegid())
+    return Ownership(0o600, st.st_uid, st.st_gid)

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from . import durable, jsonio, transform, typed, validate, workers
+from . import durable, jsonio, ondisk, transform, typed, validate, workers
 from .errors import StoreMigrateError, StoreRefused
 from .logs import timed
 from .stores import StoreKind, store_kind
@@ -152,6 +152,7 @@ def prepare(
     path: str,
     target: str,
     *,
+    siblings: tuple[str, ...] = (),
     allow_empty: bool = False,
     strict: bool = False,
     write: bool = True,
@@ -159,7 +160,8 @@ def prepare(
     """Make one store ready. Raises StoreRefused (nothing written) when it cannot be migrated
     without losing data, or when `strict` and the service could not read a record of it.
     With `write` false (a dry run) the new bytes are measured but written nowhere. `target` is
-    `path` with every link resolved (ondisk.locate)."""
+    `path` with every link resolved (ondisk.locate); `siblings` the other stores' targets (a store
+    the run creates takes its owner from one in the same directory)."""
     kind = store_kind(store)
     with timed() as clock:  # in a worker, the file's pages are mapped rather than copied
         snapshot = map_store(store, target) if workers.in_worker() else read_store(
@@ -211,14 +213,12 @@ def prepare(
         digest = hashlib.sha256()
         temp = None
         if write:
-            mode = durable.FILE_MODE if before is None else before.mode
-            owner = None
-            if before is not None and (before.uid, before.gid) != (os.geteuid(), os.getegid()):
-                owner = (before.uid, before.gid)
+            owned = ondisk.ownership_for_new(target, siblings) if before is None else ondisk.Ownership(
+                before.mode, before.uid, before.gid)
             directory = os.path.dirname(target)
             durable.ensure_dir(directory)
             temp, size = durable.write_temp_stream(
-                directory, os.path.basename(target), pieces, stat.S_IMODE(mode), owner, digest,
+                directory, os.path.basename(target), pieces, owned.mode, owned.owner, digest,
                 unless=None if before is None else before.sha256,
             )
         else:

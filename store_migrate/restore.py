@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from . import durable, workdir
+from . import durable, ondisk, workdir
 from .errors import ConcurrentWrite, RollbackRefused
 from .logs import timed
 from .manifest import Manifest, StoreEntry
@@ -129,9 +129,11 @@ def _keep_drifted(action: RollbackAction, directory: str, stamp: str) -> None:
     log.warning("store.kept_before_rollback", store=action.store, path=action.path, kept_as=kept, sha256=digest)
 
 
-def apply(action: RollbackAction, backup_dir: str, stamp: str) -> None:
+def apply(action: RollbackAction, backup_dir: str, stamp: str, siblings: tuple[str, ...]) -> None:
     """Carry out one planned action; a forced one first keeps the newer file in `backup_dir` (the
-    run's own backup directory)."""
+    run's own backup directory). A restored file keeps the owner and mode of the file it replaces;
+    a recreated one takes them from another store in `siblings` in its directory, else from the
+    directory (ondisk.ownership_for_new)."""
     if action.action == "skipped":
         log.info("store.skipped", store=action.store, path=action.path, reason=action.reason)
         return
@@ -150,13 +152,11 @@ def apply(action: RollbackAction, backup_dir: str, stamp: str) -> None:
         else:
             assert action.backup is not None
             live = action.live
-            mode = live.mode if live is not None else durable.FILE_MODE
-            owner = None
-            if live is not None and (live.uid, live.gid) != (os.geteuid(), os.getegid()):
-                owner = (live.uid, live.gid)
+            owned = ondisk.ownership_for_new(target, siblings) if live is None else ondisk.Ownership(
+                live.mode, live.uid, live.gid)
             if live is None:
                 durable.ensure_dir(os.path.dirname(target))
-            durable.atomic_replace(target, action.backup.data, mode=mode, owner=owner)
+            durable.atomic_replace(target, action.backup.data, mode=owned.mode, owner=owned.owner)
     log.info(
         f"store.{action.action}", store=action.store, path=action.path,
         sha256=None if action.backup is None else action.backup.sha256,

@@ -80,6 +80,13 @@ class WorkDir:
             except FileNotFoundError:
                 continue
             require_trusted_dir(directory, st)
+            if not os.access(directory, os.W_OK | os.X_OK):
+                me = user_name(os.geteuid())
+                raise UntrustedPath(
+                    f"directory {directory} (owner {user_name(st.st_uid)}, mode {stat.S_IMODE(st.st_mode):04o}) "
+                    f"cannot be written by {me}, who runs this",
+                    hint=f"run as {user_name(st.st_uid)}, or set WORK_DIR to a directory {me} owns",
+                )
 
     def create(self) -> None:
         """Create the missing parts (0700), then check every part."""
