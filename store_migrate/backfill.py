@@ -12,10 +12,11 @@ from datetime import datetime
 
 import structlog
 
-from . import __version__, durable, manifest, ondisk, transform, workdir, workers
+from . import __version__, durable, interrupts, manifest, ondisk, transform, workdir, workers
 from .backups import EarlyCopies, holds, write_backup
 from .config import Settings
 from .errors import ConcurrentWrite, RunFailed, StoreMigrateError, describe_os_error
+from .interrupts import Interrupted
 from .logs import timed
 from .manifest import COMPLETE, PENDING, REVERTED, Clock, Manifest, StoreEntry
 from .prepare import Known, PreparedStore, check_known, prepare
@@ -73,7 +74,7 @@ def known_results(settings: Settings) -> dict[str, Known]:
         if record.transform_version != transform.TRANSFORM_VERSION or record.tool_version != __version__:
             return {}
         return {
-            e.path: Known(e.after_sha256, e.counts, e.validation_problems or 0, path, e.after_identity)
+            e.path: Known(e.after_sha256, e.counts, e.validation_problems or 0, path, e.after_identity, e)
             for e in record.stores
             if e.validation_problems is not None
         }
@@ -207,55 +208,78 @@ def _prepare_job(
 def backup_and_replace(
     settings: Settings, prepared: list[PreparedStore], clock: Clock, progress: Progress, early: EarlyCopies
 ) -> RunResult:
+    """Back up every store, write the pending manifest, replace the stores that change, mark the
+    manifest complete. A failure or a signal before the manifest exists leaves no trace of this
+    run; after it, what was replaced is put back (`_fail`)."""
     moment, backup_dir = _reserve_stamp(settings, clock)
     stamp = workdir.stamp(moment)
+    manifest_path = WorkDir(settings.work_dir).manifest_path(stamp)
+    try:
+        backups = _back_up(prepared, stamp, backup_dir, progress, early)
+        record = _pending(moment, prepared, backups, backup_dir)
+        durable.create_new(manifest_path, record.to_bytes())
+    except BaseException:
+        with interrupts.shielded(then_stop=False):
+            _drop(backup_dir)
+        raise
+    replaced: Replaced = []
+    try:
+        log.info("manifest.written", path=manifest_path, status=PENDING)
+        for p, backup in zip(prepared, backups, strict=True):
+            _replace_one(p, backup, replaced)
+    except (OSError, StoreMigrateError) as exc:
+        with interrupts.shielded(then_stop=False):
+            raise _fail(record, manifest_path, replaced, exc) from exc
+    with interrupts.shielded(then_stop=False):
+        _complete(record, manifest_path, prepared, replaced)
+        interrupts.done()
+    return RunResult(manifest_path, backup_dir, record, prepared)
+
+
+def _drop(backup_dir: str) -> None:
+    """Remove the backups of a run that stopped before its manifest existed (nothing refers to them)."""
+    try:
+        durable.remove_tree(backup_dir)
+    except OSError as exc:
+        log.warning("backup.not_removed", path=backup_dir, error=describe_os_error(exc))
+
+
+def _back_up(
+    prepared: list[PreparedStore], stamp: str, backup_dir: str, progress: Progress, early: EarlyCopies
+) -> list[str | None]:
     total = sum(p.before.size for p in prepared if p.before)
     early.release()  # normally done already, when the workers finished
     with progress.task("backing up and reading back", 2 * total) as advance:
-        backups = workers.in_threads(
+        return workers.in_threads(
             lambda p: write_backup(p, stamp, backup_dir, advance, early.take(p.store)), prepared, total
         )
-    entries = [
-        StoreEntry(
-            store=p.store,
-            path=p.path,
-            existed=p.before is not None,
-            backup_path=backup,
-            before_sha256=None if p.before is None else p.before.sha256,
-            after_sha256=p.after_sha256,
-            changed=p.changed,
-            counts=p.counts,
-            validation_problems=p.report.unreadable,
-            resolved_path=p.target,
-        )
-        for p, backup in zip(prepared, backups, strict=True)
-    ]
-    record = Manifest(
+
+
+def _pending(moment: datetime, prepared: list[PreparedStore], backups: list[str | None], backup_dir: str) -> Manifest:
+    return Manifest(
         generated_at=moment.strftime(workdir.TIME_FORMAT),
-        stores=entries,
+        stores=[_entry(p, backup) for p, backup in zip(prepared, backups, strict=True)],
         status=PENDING,
         tool_version=__version__,
         transform_version=transform.TRANSFORM_VERSION,
         backup_dir=backup_dir,
     )
-    manifest_path = WorkDir(settings.work_dir).manifest_path(stamp)
-    durable.create_new(manifest_path, record.to_bytes())
-    log.info("manifest.written", path=manifest_path, status=PENDING)
-    replaced: Replaced = []
+
+
+def _replace_one(p: PreparedStore, backup: str | None, replaced: Replaced) -> None:
+    if not p.changed:
+        log.info("store.unchanged", store=p.store, path=p.path, sha256=p.after_sha256)
+        return
     try:
-        for p, backup in zip(prepared, backups, strict=True):
-            if not p.changed:
-                log.info("store.unchanged", store=p.store, path=p.path, sha256=p.after_sha256)
-                continue
-            try:
-                replaced.append((p, _replace(p), backup))
-            except (OSError, StoreMigrateError):
-                # A failure after the rename (fsync of the directory) leaves our bytes in place.
-                if holds(p.target, p.after_sha256):
-                    replaced.append((p, durable.identity(p.target), backup))
-                raise
-    except (OSError, StoreMigrateError) as exc:
-        raise _fail(record, manifest_path, replaced, exc) from exc
+        replaced.append((p, _replace(p), backup))
+    except (OSError, StoreMigrateError):
+        # A failure after the rename (fsync of the directory) leaves our bytes in place.
+        if holds(p.target, p.after_sha256):
+            replaced.append((p, durable.identity(p.target), backup))
+        raise
+
+
+def _complete(record: Manifest, manifest_path: str, prepared: list[PreparedStore], replaced: Replaced) -> None:
     record.status = COMPLETE
     record.stores = _with_identities(record.stores, prepared, replaced)
     try:
@@ -264,11 +288,39 @@ def backup_and_replace(
         raise RunFailed(
             f"every store was migrated, but manifest {manifest_path} could not be marked complete: "
             f"{describe_os_error(exc)}",
-            hint="rerun the backfill (nothing will change and a complete manifest is written), "
-            f"or roll back with {manifest_path}",
+            hint="rerun the backfill (it puts the stores back, migrates them again and writes a complete "
+            f"manifest), or roll back with {manifest_path}",
         ) from exc
     log.info("manifest.written", path=manifest_path, status=COMPLETE)
-    return RunResult(manifest_path, backup_dir, record, prepared)
+
+
+def _entry(p: PreparedStore, backup: str | None) -> StoreEntry:
+    """A store's manifest entry. A store already migrated by an earlier run (`origin`) keeps that
+    run's before state (its backup was linked into this run's directory), so rolling back this
+    manifest returns it to its bytes before the migration, not to the migrated bytes it has now."""
+    origin = p.origin
+    return StoreEntry(
+        store=p.store,
+        path=p.path,
+        existed=p.before is not None if origin is None else origin.existed,
+        backup_path=backup,
+        before_sha256=(None if p.before is None else p.before.sha256) if origin is None else origin.before_sha256,
+        after_sha256=p.after_sha256,
+        changed=p.changed if origin is None else origin.changed,
+        counts=p.counts,
+        validation_problems=p.report.unreadable,
+        resolved_path=p.target,
+    )
+
+
+def already_recorded(prepared: list[PreparedStore]) -> str | None:
+    """The manifest whose after bytes every store still holds, when this run would change
+    nothing: it is the one that rolls the migration back, so no new manifest (whose rollback would
+    change nothing) is written."""
+    origins = {p.reused for p in prepared}
+    if len(origins) != 1 or any(p.changed or p.origin is None for p in prepared):
+        return None
+    return origins.pop()
 
 
 def _with_identities(entries: list[StoreEntry], prepared: list[PreparedStore], replaced: Replaced) -> list[StoreEntry]:
@@ -298,8 +350,8 @@ def _fail(record: Manifest, manifest_path: str, replaced: Replaced, exc: Excepti
     except OSError as write_error:
         log.error("manifest.not_updated", path=manifest_path, error=str(write_error))
     log.error("run.failed", manifest=manifest_path, cause=cause, put_back=[p.path for p, _, _ in replaced])
-    if isinstance(exc, ConcurrentWrite):
-        exc.message += f"; stores this run had replaced were put back (manifest {manifest_path})"
+    if isinstance(exc, (ConcurrentWrite, Interrupted)):
+        exc.message += f"; stores this run had replaced were put back (manifest {manifest_path} is marked reverted)"
         return exc
     return RunFailed(
         f"run failed: {cause}; every store holds its pre-run bytes again",

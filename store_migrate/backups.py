@@ -21,9 +21,10 @@ from types import TracebackType
 
 import structlog
 
-from . import durable
-from .errors import ConcurrentWrite
+from . import durable, workdir
+from .errors import ConcurrentWrite, RunFailed, describe_os_error
 from .logs import timed
+from .manifest import StoreEntry
 from .prepare import PreparedStore
 from .progress import Advance
 
@@ -129,17 +130,48 @@ def identical_backup(backups_root: str, store: str, sha256: str, exclude: str) -
     return None
 
 
+def _carry_on(prepared: PreparedStore, origin: StoreEntry, stamp: str, backup_dir: str, advance: Advance) -> str | None:
+    """Link the backup of the run that migrated this store into this run's backup directory, and
+    check that it still holds that run's before bytes."""
+    if origin.backup_path is None or origin.before_sha256 is None:
+        return None
+    path = os.path.join(backup_dir, workdir.backup_name(prepared.store, stamp, origin.before_sha256))
+    try:
+        durable.link_new(origin.backup_path, path)
+        written, size = durable.hash_file(path, advance)
+    except OSError as exc:
+        raise RunFailed(
+            f"[{prepared.store}] the backup {origin.backup_path} of the run that migrated {prepared.path} "
+            f"cannot be carried on: {describe_os_error(exc)}; no store was changed",
+            hint=f"restore that backup, or roll back with {prepared.reused} first",
+        ) from exc
+    if written != origin.before_sha256:
+        durable.discard(path)
+        raise RunFailed(
+            f"[{prepared.store}] the backup {origin.backup_path} of the run that migrated {prepared.path} no "
+            f"longer holds its before_sha256 (reads back as {written}); no store was changed",
+            hint="that backup was damaged: keep a copy of the store and investigate before going on",
+        )
+    log.info("backup.carried_on", store=prepared.store, path=path, linked_to=origin.backup_path, bytes=size,
+             sha256=written, manifest=prepared.reused)
+    return path
+
+
 def write_backup(
     prepared: PreparedStore, stamp: str, backup_dir: str, advance: Advance, early: Copy | None = None
 ) -> str | None:
     """Back up one store (a hard link when an identical backup exists, the early copy when there
     is one) and check its read-back hash against the hash the preparation read."""
     before = prepared.before
+    if prepared.origin is not None:  # already migrated: keep the earlier run's backup
+        if early is not None:
+            durable.discard(early.temp)
+        return _carry_on(prepared, prepared.origin, stamp, backup_dir, advance)
     if before is None:
         if early is not None:
             durable.discard(early.temp)
         return None
-    path = os.path.join(backup_dir, f"{prepared.store}-{stamp}-{before.sha256[:12]}.bak.json")
+    path = os.path.join(backup_dir, workdir.backup_name(prepared.store, stamp, before.sha256))
     with timed() as clock:
         same = None
         if prepared.hashed:  # else only a copy of the file itself proves its bytes

@@ -14,15 +14,24 @@ from typing import NoReturn
 
 import structlog
 
-from . import durable, jsonio, manifest, ondisk, restore, validate, workdir, workers
-from .backfill import RunResult, backup_and_replace, known_results, prepare_all, remove_leftovers
+from . import durable, jsonio, manifest, ondisk, recovery, restore, validate, workdir, workers
+from .backfill import (
+    RunResult,
+    already_recorded,
+    backup_and_replace,
+    known_results,
+    prepare_all,
+    remove_leftovers,
+)
 from .backups import EarlyCopies
 from .config import Settings
 from .errors import RollbackRefused, StoreMigrateError
+from .interrupts import interruptible, shielded
 from .lock import locked
-from .manifest import REVERTED, Clock, StoreEntry, utc_now
+from .manifest import PENDING, REVERTED, Clock, Manifest, StoreEntry, utc_now
 from .prepare import PreparedStore, read_store, validated
 from .progress import SILENT, Progress
+from .recovery import pending_runs, recover
 from .restore import RollbackAction, RollbackResult
 from .stores import store_kind
 from .verification import StoreCheck, VerifyResult, drops, verify_store
@@ -45,16 +54,30 @@ def run(
 ) -> RunResult:
     """Backfill every store: prepare all, back up all, write a pending manifest, replace, complete."""
     targets = _preflight(settings)
-    with locked(targets, lock_timeout):
+    work = WorkDir(settings.work_dir)
+    with interruptible(), locked(targets, lock_timeout):
         remove_leftovers(targets, settings.work_dir)
-        with EarlyCopies(WorkDir(settings.work_dir).backups) as early:
-            prepared = prepare_all(settings, targets, allow_empty, strict, known_results(settings), progress,
-                                   early=early)
-            try:
-                return backup_and_replace(settings, prepared, clock, progress, early)
-            finally:
-                for p in prepared:
-                    p.discard()
+        with shielded():
+            for pending in pending_runs(work, {s.path for s in settings.stores} | set(targets)):
+                recover(pending, clock)
+        try:
+            with EarlyCopies(work.backups) as early:
+                prepared = prepare_all(settings, targets, allow_empty, strict, known_results(settings), progress,
+                                       early=early)
+                recorded = already_recorded(prepared)
+                if recorded is not None:
+                    log.info("run.already_migrated", manifest=recorded, stores=[p.store for p in prepared])
+                    origin, run_stamp = WorkDir.of_manifest(recorded)
+                    return RunResult(recorded, origin.backup_dir(run_stamp), manifest.load(recorded), prepared)
+                try:
+                    return backup_and_replace(settings, prepared, clock, progress, early)
+                finally:
+                    for p in prepared:
+                        p.discard()
+        except BaseException:
+            with shielded(then_stop=False):  # workers stopped early leave their temporary files
+                remove_leftovers(targets, None)
+            raise
 
 
 def dry_run(
@@ -97,6 +120,12 @@ def verify(
             f"manifest {manifest_path} is {record.status}: the run that wrote it did not complete"
             + (" and put every store back" if record.status == REVERTED else "")
         )
+    work, _ = WorkDir.of_manifest(manifest_path)
+    for newer in pending_runs(work, _paths(record), newer_than=os.path.basename(manifest_path)):
+        problems.append(
+            f"a newer run did not complete: manifest {newer.path} is pending; rerun the backfill (which "
+            "recovers it) or roll it back, then verify the newest manifest"
+        )
     canonical = record.transform_version is not None
     located = [_pinned(entry, allow_dangling=True) for entry in record.stores]
     usable = [i for i, found in enumerate(located) if not isinstance(found, str)]
@@ -123,6 +152,10 @@ def _verify_job(entry: StoreEntry, located: ondisk.Located, canonical: bool, str
     return verify_store(entry, located.target, canonical, strict)
 
 
+def _paths(record: Manifest) -> set[str]:
+    return {e.path for e in record.stores} | {e.resolved_path for e in record.stores if e.resolved_path}
+
+
 def _pinned(entry: StoreEntry, *, allow_dangling: bool) -> ondisk.Located | str:
     """Where a manifest's store path leads now, or why it may not be followed (ondisk.pinned)."""
     try:
@@ -147,6 +180,10 @@ def rollback(
     record = manifest.load(manifest_path, changes=True)
     work, run_stamp = WorkDir.of_manifest(manifest_path)
     work.check()
+    newer = pending_runs(work, _paths(record), newer_than=os.path.basename(manifest_path))
+    if newer:
+        _refuse_rollback([f"a newer run did not complete: manifest {p.path} is pending; roll it back first, "
+                          "or run the backfill, which recovers it" for p in newer])
     backup_dir = work.backup_dir(run_stamp)
     if os.path.lexists(backup_dir):
         workdir.require_trusted_dir(backup_dir, os.lstat(backup_dir), "backup directory")
@@ -156,7 +193,7 @@ def rollback(
         _refuse_rollback(unsafe)
     targets = {e.store: found.target for e, found in zip(record.stores, located, strict=True)
                if isinstance(found, ondisk.Located)}
-    with locked(list(targets.values()), lock_timeout):
+    with interruptible(), locked(list(targets.values()), lock_timeout):
         remove_leftovers(list(targets.values()), None)
         sizes = {e.store: durable.size_of(targets[e.store]) + durable.size_of(e.backup_path or "")
                  for e in record.stores}
@@ -178,6 +215,8 @@ def rollback(
             siblings = tuple(targets.values())
             workers.in_threads(lambda a: restore.apply(a, backup_dir, stamp, siblings), actions, total)
             advance(total)
+        if record.status == PENDING:  # an interrupted run, now rolled back: the next run has nothing to recover
+            recovery.mark_reverted(manifest_path, record)
     return RollbackResult(record, actions)
 
 

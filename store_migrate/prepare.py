@@ -22,6 +22,7 @@ import structlog
 from . import durable, jsonio, ondisk, transform, typed, validate, workers
 from .errors import StoreMigrateError, StoreRefused
 from .logs import timed
+from .manifest import StoreEntry
 from .stores import StoreKind, store_kind
 
 log = structlog.get_logger("store_migrate")
@@ -48,8 +49,9 @@ class Known:
     validation_problems: int
     manifest: str
     identity: dict[str, int] | None = None
-    """The file's identity right after that run; the same identity now means the same bytes
-    (the backup's read-back hash confirms it before anything else happens)."""
+    """The file's identity right after that run; the same identity now means the same bytes."""
+    entry: StoreEntry | None = None
+    """That run's manifest entry: where the store's bytes before the migration are kept."""
 
 
 @dataclass
@@ -71,6 +73,10 @@ class PreparedStore:
     """Every counter of the kind: name -> (value before, value after); before is None when absent."""
     reused: str | None = None
     """The manifest whose record proved these bytes already migrated (nothing was parsed)."""
+    origin: StoreEntry | None = None
+    """With `reused`: that manifest's entry, whose before bytes (and backup) are this store's
+    bytes before the migration; a new manifest carries them on, so that the newest manifest
+    always rolls the whole migration back."""
     hashed: bool = True
     """False when the bytes were taken to be the recorded ones by the file's identity alone:
     the backup must then be a real copy of the file, whose read-back hash proves them."""
@@ -303,5 +309,5 @@ def _already_migrated(
     log.info("store.already_migrated", store=store, path=path, sha256=before.sha256, manifest=known.manifest)
     return PreparedStore(
         store, path, target, before, before.sha256, before.size, None, dict(known.counts), report,
-        reused=known.manifest,
+        reused=known.manifest, origin=known.entry,
     )

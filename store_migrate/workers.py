@@ -21,8 +21,9 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 from .errors import StoreMigrateError
@@ -80,7 +81,7 @@ def map_stores(
     pending = sorted(range(len(jobs)), key=lambda i: -sizes[i])
     results: dict[int, Result | BaseException] = {}
     running: dict[int, tuple[int, int, bytearray]] = {}  # read fd -> (job index, pid, bytes so far)
-    with selectors.DefaultSelector() as selector:
+    with selectors.DefaultSelector() as selector, _killed_on_error(running):
         while pending or running:
             while pending and len(running) < cores:
                 index = pending.pop(0)
@@ -100,6 +101,21 @@ def map_stores(
                 results[index] = _outcome(buffer, _reap(pid), jobs[index])
                 done(index)
     return [results[i] for i in range(len(jobs))]
+
+
+@contextmanager
+def _killed_on_error(running: dict[int, tuple[int, int, bytearray]]) -> Iterator[None]:
+    """When the parent stops early (a signal, an error), its workers stop too, before it cleans
+    up after them: none may go on writing a temporary file beside a store."""
+    try:
+        yield
+    except BaseException:
+        for fd, (_, pid, _) in running.items():
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(fd)
+        raise
 
 
 def _fork(work: Callable[..., Any], job: tuple[Any, ...]) -> tuple[int, int]:

@@ -154,14 +154,14 @@ def test_prune_keeps_the_newest_and_the_ones_still_live(stores: Stores) -> None:
     stores.call(RUN, check=0)            # 2: auth changed again
     stores.paths["auth"].write_text('{"users_by_id": {"u": {}}}')
     stores.call(RUN, check=0)            # 3
-    stores.call(RUN, check=0)            # 4: nothing changes
-    first, second, third, fourth = stores.manifests()
+    stores.call(RUN, check=0)            # nothing changes: no manifest
+    first, second, third = stores.manifests()
     done = stores.call("store-migrate", "prune", "--keep", "1", check=0)
     out = done.stdout.splitlines()
     # 1 and 2: codex and domain still hold their after_sha256 -> kept; so is every manifest here
-    assert f"kept: {fourth} (one of the newest 1)" in out
+    assert f"kept: {third} (one of the newest 1)" in out
     assert any(line.startswith(f"kept: {first} (codex_threads, domain still hold") for line in out)
-    assert all(m.exists() for m in (first, second, third, fourth))
+    assert all(m.exists() for m in (first, second, third))
     # once every store has moved on, old manifests and their backups go
     for path in stores.paths.values():
         path.write_text('{"moved": "on"}')
@@ -170,7 +170,7 @@ def test_prune_keeps_the_newest_and_the_ones_still_live(stores: Stores) -> None:
     dry = stores.call("store-migrate", "prune", "--keep", "1", "--dry-run", check=0)
     assert f"would remove: {first}" in dry.stdout and first.exists()
     done = stores.call("store-migrate", "prune", "--keep", "1", check=0)
-    for manifest in (first, second, third, fourth):
+    for manifest in (first, second, third):
         assert f"removed: {manifest}" in done.stdout and not manifest.exists()
         assert not (stores.work / "backups" / manifest.stem).exists()
     assert newest.exists() and (stores.work / "backups" / newest.stem).is_dir()

@@ -6,9 +6,10 @@ import json
 import os
 import re
 import stat
+import subprocess
 from pathlib import Path
 
-from conftest import RUN, STORE_FILES, Stores, load_json, log_events, sha256
+from conftest import ROLLBACK, RUN, STORE_FILES, Stores, load_json, log_events, sha256
 
 STAMP = r"\d{8}T\d{6}Z"
 
@@ -51,23 +52,37 @@ def test_wrapper_prints_the_drop_in_lines_and_writes_the_manifest(stores: Stores
     assert stat.S_IMODE((stores.work / "manifests").stat().st_mode) == 0o700
 
 
-def test_rerun_is_idempotent_and_the_newest_manifest_sorts_last(stores: Stores) -> None:
+def test_a_rerun_that_changes_nothing_writes_nothing_and_names_the_manifest_that_rolls_back(stores: Stores) -> None:
     stores.write_samples()
-    stores.call(RUN, check=0)
+    first_run = stores.call(RUN, check=0)
     migrated = {k: p.read_bytes() for k, p in stores.paths.items()}
     inodes = {k: p.stat().st_ino for k, p in stores.paths.items()}
     first = stores.newest_manifest()
-    stores.call(RUN, check=0)
-    stores.call(RUN, check=0)
-    manifests = stores.manifests()
-    assert len(manifests) == 3, "runs in the same second keep every manifest"
-    assert manifests[0] == first and len({m.stem for m in manifests}) == 3
-    newest = load_json(manifests[-1])
-    assert all(e["changed"] is False for e in newest["stores"])
-    assert all(e["before_sha256"] == e["after_sha256"] for e in newest["stores"])
+    backups = sorted((stores.work / "backups").iterdir())
+    for _ in range(2):
+        again = stores.call(RUN, check=0)
+        assert again.stdout == first_run.stdout, "the drop-in lines name the manifest whose after bytes the stores hold"
+        assert any(e["event"] == "run.already_migrated" for e in log_events(again.stderr))
+    assert stores.manifests() == [first] and sorted((stores.work / "backups").iterdir()) == backups
     assert {k: p.read_bytes() for k, p in stores.paths.items()} == migrated
     assert {k: p.stat().st_ino for k, p in stores.paths.items()} == inodes, "unchanged stores are not rewritten"
+
+
+def test_runs_in_the_same_second_keep_every_manifest_and_the_newest_sorts_last(stores: Stores) -> None:
+    stores.write_samples()
+    for i in range(3):
+        stores.paths["domain"].write_text(json.dumps({"shouts": [{"id": i}]}))  # the service wrote meanwhile
+        stores.call(RUN, check=0)
+    manifests = stores.manifests()
+    assert len(manifests) == 3 and len({m.stem for m in manifests}) == 3
     assert sorted(os.listdir(stores.work / "manifests")) == [m.name for m in manifests]
+    newest = {e["store"]: e for e in load_json(manifests[-1])["stores"]}
+    first = {e["store"]: e for e in load_json(manifests[0])["stores"]}
+    # auth and codex were migrated by the first run: the newest manifest carries their pre-migration state
+    for kind in ("auth", "codex_threads"):
+        assert newest[kind]["before_sha256"] == first[kind]["before_sha256"] != newest[kind]["after_sha256"]
+        assert newest[kind]["changed"] is True and sha256(Path(newest[kind]["backup_path"])) == first[kind]["before_sha256"]
+    assert newest["domain"]["before_sha256"] != first["domain"]["before_sha256"]
 
 
 def test_missing_stores_are_created_empty_and_recorded_as_not_existing(stores: Stores) -> None:
@@ -181,9 +196,7 @@ def test_rerun_does_not_parse_stores_a_complete_manifest_proves_migrated(stores:
     shortcut = [e for e in log_events(second.stderr) if e["event"] == "store.already_migrated"]
     assert sorted(e["store"] for e in shortcut) == sorted(STORE_FILES)
     assert not any(e["event"] == "store.transformed" for e in log_events(second.stderr))
-    first, rerun = (load_json(m) for m in stores.manifests())
-    assert [e["counts"] for e in rerun["stores"]] == [e["counts"] for e in first["stores"]]
-    assert [e["validation_problems"] for e in rerun["stores"]] == [e["validation_problems"] for e in first["stores"]]
+    assert len(stores.manifests()) == 1
     # a store changed since is parsed again
     stores.paths["auth"].write_text('{"users_by_id": {}}')
     third = stores.call(RUN, check=0)
@@ -205,17 +218,15 @@ def test_rerun_parses_again_when_the_manifest_came_from_another_tool_version(sto
 def test_identical_backups_are_hard_links(stores: Stores) -> None:
     stores.write_samples()
     stores.call(RUN, check=0)
+    stores.call(ROLLBACK, str(stores.newest_manifest()), check=0)
     stores.call(RUN, check=0)
-    for path in stores.paths.values():  # same bytes, new identity: the store is hashed again
-        os.utime(path)
-    stores.call(RUN, check=0)
-    second, third = (load_json(m) for m in stores.manifests()[1:])
-    for before, after in zip(second["stores"], third["stores"], strict=True):
+    first, second = (load_json(m) for m in stores.manifests())
+    for before, after in zip(first["stores"], second["stores"], strict=True):
         assert os.stat(before["backup_path"]).st_ino == os.stat(after["backup_path"]).st_ino
         assert sha256(Path(after["backup_path"])) == after["before_sha256"]
 
 
-def test_rerun_trusts_an_unchanged_file_identity_but_the_backup_hash_still_proves_the_bytes(stores: Stores) -> None:
+def test_rerun_trusts_an_unchanged_file_identity_and_hashes_a_changed_one(stores: Stores) -> None:
     stores.write_samples()
     stores.call(RUN, check=0)
     first = load_json(stores.newest_manifest())
@@ -223,15 +234,27 @@ def test_rerun_trusts_an_unchanged_file_identity_but_the_backup_hash_still_prove
     second = stores.call(RUN, check=0)
     reads = [e for e in log_events(second.stderr) if e["event"] == "store.read"]
     assert [e.get("hashed") for e in reads] == [False, False, False]
-    # a manifest whose identity was edited to match a changed file: the backup's hash catches it
-    stores.paths["domain"].write_text('{"changed": "after the run"}')
-    manifest = stores.newest_manifest()
-    document = load_json(manifest)
-    st = os.stat(stores.paths["domain"])
-    document["stores"][2]["after_identity"] = {"device": st.st_dev, "inode": st.st_ino, "size": st.st_size,
-                                               "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
-    manifest.write_text(json.dumps(document))
-    before = stores.hashes()
-    done = stores.call(RUN, check=1)
-    assert "changed on disk while the run worked" in done.stderr
-    assert stores.hashes() == before
+    os.utime(stores.paths["domain"])  # same bytes, another identity: hashed, still already migrated
+    third = stores.call(RUN, check=0)
+    reads = [e for e in log_events(third.stderr) if e["event"] == "store.read"]
+    assert [e.get("hashed") for e in reads] == [False, False, None]
+    assert len(stores.manifests()) == 1
+
+
+def test_the_runbooks_newest_manifest_always_rolls_the_migration_back(stores: Stores) -> None:
+    """Run, reruns (one after the service wrote a store), then roll back the manifest
+    `ls -1 manifests/*.json | sort | tail -n 1` picks: every store is back to its bytes before
+    the migration (for the store the service wrote, its bytes before the rerun that migrated them)."""
+    stores.write_samples()
+    original = {k: p.read_bytes() for k, p in stores.paths.items()}
+    stores.call(RUN, check=0)
+    stores.call(RUN, check=0)
+    stores.paths["domain"].write_text('{"shouts": [{"id": 5}]}')
+    written = stores.paths["domain"].read_bytes()
+    stores.call(RUN, check=0)
+    stores.call(RUN, check=0)
+    newest = subprocess.run(f"ls -1 {stores.work}/manifests/*.json | sort | tail -n 1", shell=True,
+                            capture_output=True, text=True, check=True).stdout.strip()
+    done = stores.call(ROLLBACK, newest, check=0)
+    assert "skipped" not in done.stdout
+    assert {k: p.read_bytes() for k, p in stores.paths.items()} == {**original, "domain": written}
