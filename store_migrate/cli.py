@@ -335,8 +335,9 @@ def check_command(
 ) -> None:
     """Can the service read these store files? One verdict per file, with the first problems.
 
-    Each problem names a JSON path (like $.sessions["s1"].status) and the reason, never the
-    value. Missing top-level keys are fine (the service fills them in). Exit 0 when every file is
+    Each problem names a JSON path and the reason, never a value or a map key: a map's member
+    is named by its place among the map's sorted keys (README: "Can the service read it?").
+    Missing top-level keys are fine (the service fills them in). Exit 0 when every file is
     readable, 1 when any is not, 2 on a usage error. Reads only.
     """
 
