@@ -146,6 +146,21 @@ def _write_report(path: Path, text: str) -> None:
 # ----------------------------------------------------------------------------------- run
 
 
+def _counter_before(value: Any) -> str:
+    """A counter's value before the run, as an integer only: anything else is a store value
+    (an object there could hold a token), so only its JSON type is told."""
+    from .structs import U64_MAX
+    from .validate import json_type
+
+    if value is None:
+        return "missing"
+    if type(value) is int and 0 <= value <= U64_MAX:
+        return str(value)
+    if type(value) is int:
+        return "(an integer outside the u64 range)"
+    return f"({json_type(value)})"
+
+
 def _print_dry_run(prepared: list[Any]) -> None:
     for p in prepared:
         before = "missing (would be created)" if p.before is None else f"exists, {p.before.size} bytes"
@@ -160,7 +175,7 @@ def _print_dry_run(prepared: list[Any]) -> None:
             if old == new and type(old) is int:
                 typer.echo(f"  counter {name}: {new} (unchanged)")
             else:
-                typer.echo(f"  counter {name}: {'missing' if old is None else json.dumps(old)} -> {new}")
+                typer.echo(f"  counter {name}: {_counter_before(old)} -> {new}")
         if not p.report.readable:
             typer.echo(f"  warning: the service could not read {p.report.unreadable} record(s)")
             for item in p.report.problems:
@@ -339,8 +354,9 @@ def check_command(
 ) -> None:
     """Can the service read these store files? One verdict per file, with the first problems.
 
-    Each problem names a JSON path (like $.sessions["s1"].status) and the reason, never the
-    value. Missing top-level keys are fine (the service fills them in). Exit 0 when every file is
+    Each problem names a JSON path and the reason, never a value or a map key: a map's member
+    is named by its place among the map's sorted keys (README: "Can the service read it?").
+    Missing top-level keys are fine (the service fills them in). Exit 0 when every file is
     readable, 1 when any is not, 2 on a usage error. Reads only.
     """
 

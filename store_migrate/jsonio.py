@@ -18,6 +18,8 @@ from typing import Any
 
 import msgspec
 
+from .redact import decoder_message
+
 BOM = b"\xef\xbb\xbf"
 MAX_DEPTH = 128
 """The service's reader gives up at this many nested levels (the root object is level 1)."""
@@ -67,34 +69,29 @@ def decode(data: bytes) -> Any:
 
 
 def _diagnose(data: bytes, exc: Exception) -> JsonError:
-    """Turn a parser failure into a precise reason and position (only runs on failure)."""
+    """Turn a parser failure into a precise reason and position (only runs on failure). The
+    reason quotes nothing from the data (no byte value, escape or number: stores hold secrets);
+    the position tells where to look."""
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as bad:
-        return JsonError(f"invalid UTF-8 (byte 0x{data[bad.start]:02x})", bad.start)
+        return JsonError("invalid UTF-8", bad.start)
     surrogate = _LONE_SURROGATE.search(data)
     if surrogate is not None:
-        escape = surrogate.group(0).lstrip(b"\\")
-        return JsonError(
-            f"lone surrogate escape \\{escape.decode()} (not valid Unicode)",
-            surrogate.end() - 6,
-        )
+        return JsonError("a lone surrogate escape (not valid Unicode)", surrogate.end() - 6)
     message = str(exc)
     if "out of range" in message:
         for number in _NUMBER.finditer(data):
             if float(number.group(0)) in (float("inf"), float("-inf")):
-                return JsonError(
-                    f"number {number.group(0).decode()} is outside the range of a double",
-                    number.start(),
-                )
+                return JsonError("a number is outside the range of a double", number.start())
         return JsonError("a number is outside the range of a double")
     if "recursion" in message:
         return JsonError("nesting too deep to parse")
     if "truncated" in message:
         return JsonError("unexpected end of file (truncated JSON)", len(data))
     found = _BYTE_POS.search(message)
-    reason = _BYTE_POS.sub("", message).removeprefix("JSON is malformed: ").strip()
-    return JsonError(reason or message, int(found.group(1)) if found else None)
+    reason = decoder_message(_BYTE_POS.sub("", message).strip()).removeprefix("JSON is malformed: ")
+    return JsonError(reason, int(found.group(1)) if found else None)
 
 
 def encode(value: Any) -> bytes:

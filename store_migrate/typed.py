@@ -21,11 +21,13 @@ from typing import Any
 import msgspec
 
 from . import structs
+from .redact import decoder_message
 from .stores import StoreKind, store_kind
 
 
 class Declined(Exception):
-    """Why the one-pass decode did not take a store (for the log; the general path follows)."""
+    """Why the one-pass decode did not take a store (for the log; the general path follows).
+    The reason names no value and no key from the store (redact.decoder_message)."""
 
 
 @cache
@@ -40,7 +42,7 @@ def decode(kind: StoreKind, data: bytes | memoryview) -> dict[str, Any]:
     try:
         root = msgspec.json.decode(data, type=exact.root)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise Declined(str(exc)) from None
+        raise Declined(decoder_message(str(exc))) from None
     except UnicodeDecodeError:
         raise Declined("invalid UTF-8") from None
     except RecursionError:

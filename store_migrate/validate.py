@@ -17,8 +17,10 @@ What JSON Schema cannot say, enforced here:
 - arrays/objects nested 128 levels deep or more (the root object is level 1) cannot be read,
   anywhere in the file: checked on the indented bytes, see `jsonio.nesting_too_deep`.
 
-Problem messages never quote store contents (stores hold tokens and secrets): they name the
-path and what is wrong.
+Problems never quote store contents (stores hold tokens and e-mail addresses, as values and as
+map keys): a message says what is wrong, and a pointer names the schema's fields by name and a
+map's members by their position in code-point-sorted key order, `$.access_index[#12]`
+(redact.Positions; the README shows how jq finds that member).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from . import jsonio, structs
+from .redact import Positions, decoder_message
 from .stores import StoreKind, store_kind
 
 if TYPE_CHECKING:
@@ -91,7 +94,7 @@ def _detailed_class() -> tuple[Any, Any]:
     return validator_class, formats
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -127,7 +130,7 @@ def _message(error: ValidationError) -> tuple[str, str | None]:
                 None,
             )
         words = " or ".join(_TYPE_WORDS[t] for t in wanted)
-        return f"expected {words}, found {_json_type(instance)}", None
+        return f"expected {words}, found {json_type(instance)}", None
     if validator in ("minimum", "maximum"):
         high = error.schema.get("maximum")
         name = _U_NAMES.get(high, "integer")
@@ -141,25 +144,30 @@ def _message(error: ValidationError) -> tuple[str, str | None]:
     return f"fails the schema's {validator!r} rule", None
 
 
-def _pointer(error: ValidationError, index_fix: dict[int, int]) -> str:
-    """`$.sessions["s1"].status` from a schema error's instance and schema paths."""
-    instance_path = list(error.absolute_path)
-    text, i = "$", 0
+def _pointer(error: ValidationError, value: Any, path: list[Any], positions: Positions) -> str:
+    """`$.sessions[#3].status` for a schema error: `path` is the error's instance path in the
+    store `value` itself. Names from the schema stay readable; a map member is named by its
+    position (redact.Positions), never by its key."""
+    named, i = set(), 0
     keywords = iter(error.absolute_schema_path)
     for keyword in keywords:
-        if i >= len(instance_path):
+        if i >= len(path):
             break
         if keyword == "properties":
-            text += _field(next(keywords))
-        elif keyword == "additionalProperties":
-            text += f"[{json.dumps(instance_path[i], ensure_ascii=False)}]"
-        elif keyword in ("items", "prefixItems"):
-            text += f"[{index_fix.get(i, instance_path[i])}]"
-        else:
+            next(keywords)
+            named.add(i)
+        elif keyword not in ("additionalProperties", "items", "prefixItems"):
             continue
         i += 1
-    for part in instance_path[i:]:
-        text += f"[{part}]" if isinstance(part, int) else _field(part)
+    text, node = "$", value
+    for i, part in enumerate(path):
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif i in named:
+            text += _field(part)
+        else:
+            text += positions.member(node, part)
+        node = node[part]
     return text
 
 
@@ -199,11 +207,12 @@ class StoreValidator:
         came from typed.decode, whose exact types already proved every record readable, so only
         the nesting rule is left."""
         report = Report(self.kind.name)
+        positions = Positions()
         too_deep = indented is not None and jsonio.nesting_too_deep(indented)
         if too_deep:
             report.unreadable += 1
             report.problems.append(Problem(
-                self._deep_pointer(value),
+                self._deep_pointer(value, positions),
                 f"arrays/objects nest {jsonio.MAX_DEPTH} levels deep or more; the service's reader gives up",
             ))
         if typed:
@@ -211,22 +220,22 @@ class StoreValidator:
         try:
             msgspec.convert(value, self.root)
         except msgspec.ValidationError as compiled:
-            self._explain(value, report, limit, str(compiled))
+            self._explain(value, report, limit, str(compiled), positions)
         del report.problems[limit:]
         return report
 
-    def _explain(self, value: Any, report: Report, limit: int, compiled: str) -> None:
+    def _explain(self, value: Any, report: Report, limit: int, compiled: str, positions: Positions) -> None:
         """Find and describe every value the compiled check rejects (slow path, failures only)."""
         before = report.unreadable
         if not isinstance(value, dict):
             report.unreadable += 1
-            report.problems.append(Problem("$", f"the root is {_json_type(value)}, not an object"))
+            report.problems.append(Problem("$", f"the root is {json_type(value)}, not an object"))
             return
         shallow = {k: (type(v)() if k in self.members and isinstance(v, (dict, list)) else v) for k, v in value.items()}
         top = sorted(self.detailed.iter_errors(shallow), key=lambda e: list(e.absolute_path))
         if top:
             report.unreadable += len({e.absolute_path[0] if e.absolute_path else "" for e in top})
-            self._add(report, top, {}, limit)
+            self._add(report, [(e, list(e.absolute_path)) for e in top], value, positions, limit)
         for key, member_type in self.members.items():
             container = value.get(key)
             if isinstance(container, dict):
@@ -241,44 +250,54 @@ class StoreValidator:
                 except msgspec.ValidationError as exc:
                     report.unreadable += 1
                     if len(report.problems) < limit:
-                        self._detail(report, key, member_key, member, str(exc), limit)
+                        self._detail(report, value, key, member_key, str(exc), positions, limit)
         if report.unreadable == before:
             report.unreadable += 1
-            report.problems.append(Problem("$", f"rejected by the compiled check: {compiled}"))
+            report.problems.append(Problem("$", f"rejected by the compiled check: {decoder_message(compiled)}"))
 
-    def _detail(self, report: Report, key: str, member_key: Any, member: Any, compiled: str, limit: int) -> None:
-        if isinstance(member_key, int):
-            wrapper: Any = {key: [member]}
-            fix = {1: member_key}
-        else:
-            wrapper, fix = {key: {member_key: member}}, {}
+    def _detail(
+        self, report: Report, value: dict[str, Any], key: str, member_key: Any, compiled: str, positions: Positions,
+        limit: int,
+    ) -> None:
+        """Explain one rejected member of the container `value[key]`, checked on its own under
+        its top-level key (the pointers still name its place in `value`)."""
+        member = value[key][member_key]
+        wrapper: Any = {key: [member]} if isinstance(member_key, int) else {key: {member_key: member}}
         errors = sorted(self.detailed.iter_errors(wrapper), key=lambda e: list(e.absolute_path))
         if errors:
-            self._add(report, errors, fix, limit)
+            in_value = [(e, [key, member_key, *list(e.absolute_path)[2:]]) for e in errors]
+            self._add(report, in_value, value, positions, limit)
         else:  # the two validators disagree: say so rather than hide the compiled verdict
-            where = f"$.{key}[{json.dumps(member_key, ensure_ascii=False)}]"
-            report.problems.append(Problem(where, f"rejected by the compiled check: {compiled}"))
+            where = f"$.{key}" + (
+                f"[{member_key}]" if isinstance(member_key, int) else positions.member(value[key], member_key)
+            )
+            report.problems.append(Problem(where, f"rejected by the compiled check: {decoder_message(compiled)}"))
 
     @staticmethod
-    def _add(report: Report, errors: list[ValidationError], fix: dict[int, int], limit: int) -> None:
-        for error in errors:
+    def _add(
+        report: Report, errors: list[tuple[ValidationError, list[Any]]], value: Any, positions: Positions, limit: int
+    ) -> None:
+        """Each schema error with its instance path in `value`, as a problem."""
+        for error, path in errors:
             if len(report.problems) >= limit:
                 return
             message, about = _message(error)
-            pointer = _pointer(error, fix) + (_field(about) if about else "")
+            pointer = _pointer(error, value, path, positions) + (_field(about) if about else "")
             report.problems.append(Problem(pointer, message))
 
-    def _deep_pointer(self, value: Any) -> str:
+    def _deep_pointer(self, value: Any, positions: Positions) -> str:
         """The top-level key (and member) under which the nesting limit is reached."""
         if not isinstance(value, dict):
             return "$"
         for key, held in value.items():
             if _depth_reaches(held, jsonio.MAX_DEPTH - 1):
-                members = held.items() if isinstance(held, dict) else enumerate(held)
+                where = "$" + (_field(key) if key in self.kind.schema["properties"] else positions.member(value, key))
+                members: Any = held.items() if isinstance(held, dict) else enumerate(held)
                 for member_key, member in members:
                     if _depth_reaches(member, jsonio.MAX_DEPTH - 2):
-                        return f"$.{key}[{json.dumps(member_key, ensure_ascii=False)}]"
-                return _field(key).join(("$", ""))
+                        return where + (positions.member(held, member_key) if isinstance(held, dict)
+                                        else f"[{member_key}]")
+                return where
         return "$"
 
 

@@ -31,7 +31,7 @@ KIND_OF = {
 }
 REFUSE_REASON = {
     "refuse-unparseable": ("unexpected end of file", "line 1, column 35"),
-    "refuse-number-out-of-range": ("1e400 is outside the range of a double", "line 1, column 7"),
+    "refuse-number-out-of-range": ("a number is outside the range of a double", "line 1, column 7"),
     "refuse-root-not-object": ("root is an array", "at $"),
     "refuse-non-empty-wrong-container": ("'sessions' must hold an object", "at $.sessions"),
     "refuse-bom": ("byte-order mark", "line 1, column 1"),
