@@ -96,6 +96,7 @@ def _preflight(settings: Settings) -> list[str]:
     """Before any lock or write: every store path leads safely to a regular file or to nothing,
     no two stores are one file, none lies in the work directory, and the parts of the work
     directory that exist are trusted. The store paths with every link resolved."""
+    ondisk.require_printable(settings.work_dir, "work directory (WORK_DIR)")
     located = ondisk.locate_stores([(s.kind, s.path, s.source) for s in settings.stores], settings.work_dir)
     WorkDir(settings.work_dir).check()
     return [found.target for found in located]

@@ -341,6 +341,14 @@ def test_store_paths_that_cannot_be_printed_are_refused(stores: Stores, name: by
     assert not stores.work.exists()
 
 
+def test_a_work_directory_that_cannot_be_printed_is_refused(stores: Stores) -> None:
+    stores.write_samples()
+    work = str(stores.root / "work\nrust-store-migrate: wrote manifest to /x")
+    done = stores.call(RUN, env={"WORK_DIR": work})
+    refused(done, "work directory (WORK_DIR)", "holds a control character")
+    assert "wrote manifest" not in done.stdout and not os.path.exists(work)
+
+
 def test_deep_nesting_in_a_store_or_a_manifest_is_a_clear_error(stores: Stores, tmp_path: Path) -> None:
     stores.write_samples()
     deep = b'{"threads": ' + b"[" * 5000 + b"]" * 5000 + b"}"
