@@ -14,7 +14,8 @@ from typing import NoReturn
 
 import structlog
 
-from . import durable, jsonio, manifest, ondisk, recovery, restore, validate, workdir, workers
+from . import compare, durable, jsonio, manifest, ondisk, recovery, restore, validate, workdir, workers
+from .additive import check as prove_additive
 from .backfill import (
     RunResult,
     already_recorded,
@@ -34,7 +35,7 @@ from .progress import SILENT, Progress
 from .recovery import pending_runs, recover
 from .restore import RollbackAction, RollbackResult
 from .stores import store_kind
-from .verification import StoreCheck, VerifyResult, drops, verify_store
+from .verification import StoreCheck, VerifyResult, verify_store
 from .workdir import WorkDir
 
 log = structlog.get_logger("store_migrate")
@@ -108,13 +109,16 @@ def verify(
     strict: bool = False,
     baseline: str | None = None,
     max_drop: int = 0,
+    additive: bool = False,
     progress: Progress = SILENT,
 ) -> VerifyResult:
     """Check every store of a manifest: checksum, shape, counts, its backup, and whether the
     service can read it (a failure with `strict`, else a warning). With `baseline` (another
-    manifest), any count that dropped by more than `max_drop` fails. Reports every problem."""
+    manifest), the comparison of compare.py: a count that dropped by more than `max_drop`, more
+    unreadable records, an incomplete baseline fail. With `additive`, every store must hold
+    every member and value of its backup (additive.py). Reports every problem."""
     record = manifest.load(manifest_path)
-    earlier = None if baseline is None else manifest.load(baseline, in_place=False)
+    earlier = None if baseline is None else compare.load(baseline)
     problems = []
     if not record.complete:
         problems.append(
@@ -130,7 +134,7 @@ def verify(
     canonical = record.transform_version is not None
     located = [_pinned(entry, allow_dangling=True) for entry in record.stores]
     usable = [i for i, found in enumerate(located) if not isinstance(found, str)]
-    jobs = [(record.stores[i], located[i], canonical, strict) for i in usable]
+    jobs = [(record.stores[i], located[i], canonical, strict, additive) for i in usable]
     sizes = [durable.size_of(record.stores[i].path) for i in usable]
     with progress.task(f"verifying {len(jobs)} store(s)", sum(sizes)) as advance:
         outcomes = workers.map_stores(_verify_job, jobs, sizes, on_done=lambda i: advance(sizes[i]))
@@ -141,16 +145,28 @@ def verify(
         if isinstance(outcome, BaseException):
             raise outcome
         checks.append(outcome)
+    comparison = None
     if earlier is not None:
         assert baseline is not None
-        before = {e.store: e.counts for e in earlier.stores}
-        for entry, check in zip(record.stores, checks, strict=True):
-            check.problems.extend(drops(before.get(entry.store, {}), entry.counts, baseline, max_drop))
-    return VerifyResult(record, problems, checks, strict)
+        comparison = compare.compare(earlier, record, baseline, manifest_path, max_drop=max_drop)
+        by_store = {check.store: check for check in checks}
+        for finding in comparison.findings:
+            if finding.kind == "incomplete" and finding.side == "b":
+                continue  # said above
+            if finding.store in by_store:
+                by_store[finding.store].problems.append(finding.message)
+            else:
+                problems.append(finding.message if finding.store is None else f"[{finding.store}] {finding.message}")
+    return VerifyResult(record, problems, checks, strict, additive, comparison)
 
 
-def _verify_job(entry: StoreEntry, located: ondisk.Located, canonical: bool, strict: bool) -> StoreCheck:
-    return verify_store(entry, located.target, canonical, strict)
+def _verify_job(
+    entry: StoreEntry, located: ondisk.Located, canonical: bool, strict: bool, additive: bool
+) -> StoreCheck:
+    check = verify_store(entry, located.target, canonical, strict)
+    if additive:
+        check.additive = prove_additive(entry, located.target)
+    return check
 
 
 def _paths(record: Manifest) -> set[str]:

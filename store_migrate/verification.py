@@ -1,10 +1,11 @@
-"""The checks verify makes on one store: checksum, shape, counts, backup, service readability,
-and count drops against a baseline."""
+"""The checks verify makes on one store: checksum, shape, counts, backup, service readability
+(count drops against a baseline: compare.py; nothing lost or changed: additive.py)."""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -14,6 +15,10 @@ from .logs import timed
 from .manifest import Manifest, StoreEntry
 from .prepare import parse, read_store, validated
 from .stores import StoreKind, store_kind
+
+if TYPE_CHECKING:
+    from .additive import Additive
+    from .compare import Comparison
 
 log = structlog.get_logger("store_migrate")
 
@@ -29,9 +34,12 @@ class StoreCheck:
     live_sha256: str | None = None
     backup_ok: bool | None = None
     """Whether the backup exists and hashes to before_sha256 (None: the store did not exist)."""
+    additive: Additive | None = None
+    """With `verify --additive`: whether the live store holds everything the backup held."""
 
     def failed(self, strict: bool) -> bool:
-        return bool(self.problems) or (strict and self.report is not None and not self.report.readable)
+        return (bool(self.problems) or (strict and self.report is not None and not self.report.readable)
+                or (self.additive is not None and not self.additive.ok))
 
 
 @dataclass
@@ -41,6 +49,11 @@ class VerifyResult:
     """Problems with the manifest itself (for example a run that did not complete)."""
     stores: list[StoreCheck]
     strict: bool = False
+    additive: bool = False
+    """Whether every store was also proven additive (`verify --additive`)."""
+    comparison: Comparison | None = None
+    """With `verify --baseline`: the baseline against this manifest; its findings are among the
+    problems too."""
 
     @property
     def ok(self) -> bool:
@@ -49,16 +62,6 @@ class VerifyResult:
 
 def _sha_problem(what: str, expected: str | None, actual: str) -> str:
     return f"{what}\n  expected: {expected}\n  actual:   {actual}"
-
-
-def drops(baseline: dict[str, int], now: dict[str, int], source: str, max_drop: int) -> list[str]:
-    """The runbook's "unexpected data drops": counts that fell by more than `max_drop`."""
-    return [
-        f"count {name} dropped by {old - now[name]} against baseline {source} "
-        f"({old} -> {now[name]}; --max-drop {max_drop})"
-        for name, old in sorted(baseline.items())
-        if name in now and old - now[name] > max_drop
-    ]
 
 
 def verify_store(entry: StoreEntry, target: str, canonical: bool, strict: bool) -> StoreCheck:
