@@ -314,19 +314,24 @@ class _Walk:
             else:
                 self.values(held, now, properties.get(key, {}), path)
         for name, counter in counters.items():
-            self.counter(name, before.get(name, _ABSENT), after.get(name, _ABSENT), before.get(counter.rows_key),
+            self.counter(name, before.get(name, _ABSENT), after.get(name, _ABSENT),
+                         (before.get(counter.rows_key), after.get(counter.rows_key)),
                          ((before if name in before else after, name, True),))
 
     def _emptied(self, key: str, held: Any) -> bool:
         return held is None or (isinstance(held, _OTHER[self.kind.containers[key]]) and not held)
 
-    def counter(self, name: str, before: Any, after: Any, rows: Any, path: tuple[Step, ...]) -> None:
+    def counter(self, name: str, before: Any, after: Any, rows: tuple[Any, Any], path: tuple[Step, ...]) -> None:
+        """A counter may be what it was, or what the counter rule makes of it over the backup's rows
+        (what the run wrote) or over the live store's (rows the service added since, and the
+        counter it raised with them)."""
         if before is not _ABSENT and after is not _ABSENT and _same(before, after):
             return
         if before is _ABSENT and after is _ABSENT:
             return
-        raised = _counter_rule(None if before is _ABSENT else before, rows)
-        if type(after) is int and after == raised:
+        current = None if before is _ABSENT else before
+        raised = _counter_rule(current, rows[0])
+        if type(after) is int and after in (raised, _counter_rule(current, rows[1])):
             return
         if after is _ABSENT:
             self.add(path, f"counter is missing in the live store (the backup holds {_describe_counter(before)})")
@@ -338,33 +343,31 @@ class _Walk:
                            f"and its rows) the counter rule gives {raised}")
 
     def values(self, before: Any, after: Any, node: Any, path: tuple[Step, ...]) -> None:
-        """Every member of `before` present and equal in `after`, depth first, without recursion
-        (stores may nest deeply)."""
+        """Every member of `before` present and equal in `after`, depth first in the backup's
+        order, without recursion (stores may nest deeply)."""
         stack = [(before, after, node, path)]
         while stack:
             old, new, schema, where = stack.pop()
-            if type(old) is not type(new):
+            if new is _ABSENT:
+                self.add(where, f"is missing in the live store (the backup holds {json_type(old)} there)")
+            elif type(old) is not type(new):
                 self.add(where, f"was {json_type(old)}, now {json_type(new)}")
-                continue
-            if isinstance(old, dict):
+            elif isinstance(old, dict):
                 schema = self.resolve(schema)
                 properties = schema.get("properties", {})
                 members = schema.get("additionalProperties", {})
-                for key, held in reversed(list(old.items())):
+                for key, held in reversed(old.items()):
                     now = new.get(key, _ABSENT)
-                    step = (*where, (old, key, key in properties))
-                    if now is _ABSENT:
-                        self.add(step, f"is missing in the live store (the backup holds {json_type(held)} there)")
-                    elif type(held) in (dict, list) or not _same(held, now):
-                        stack.append((held, now, properties.get(key, members), step))
+                    if type(held) in (dict, list) or not _same(held, now):
+                        stack.append((held, now, properties.get(key, members), (*where, (old, key, key in properties))))
             elif isinstance(old, list):
-                if len(new) < len(old):
-                    self.add(where, f"has {len(new)} items in the live store, {len(old)} in the backup")
                 items = self.resolve(schema).get("items", {})
                 for index in range(min(len(old), len(new)) - 1, -1, -1):
                     held, now = old[index], new[index]
                     if type(held) in (dict, list) or not _same(held, now):
                         stack.append((held, now, items, (*where, (old, index, False))))
+                if len(new) < len(old):
+                    self.add(where, f"has {len(new)} items in the live store, {len(old)} in the backup")
             elif not _same(old, new):
                 self.add(where, _changed(old))
 
