@@ -322,9 +322,11 @@ class _Differ:
         self.types(old, new, pointer)
         self.values(old, new, pointer)
         for key, (what, lower) in BOUNDS.items():
-            self.bound(old.get(key), new.get(key), key, what, lower, f"{pointer}/{key}")
+            if key in old or key in new:
+                self.bound(old.get(key), new.get(key), key, what, lower, f"{pointer}/{key}")
         for key in ("format", "pattern", "multipleOf"):
-            self.restriction(old.get(key), new.get(key), key, f"{pointer}/{key}")
+            if key in old or key in new:
+                self.restriction(old.get(key), new.get(key), key, f"{pointer}/{key}")
         self.objects(old, new, pointer, top=top)
         self.arrays(old, new, pointer)
         if top:
