@@ -119,10 +119,10 @@ def _check(kind: StoreKind, entry: StoreEntry, target: str, limit: int) -> Addit
     try:  # in a worker the pages are mapped (a file truncated meanwhile ends only that process)
         backup = durable.map_snapshot(entry.backup_path) if workers.in_worker() else durable.read_snapshot(
             entry.backup_path, hash_in_background=True)
-    except FileNotFoundError:
-        backup = None
+    except OSError as exc:  # a link (never followed), a directory, no permission
+        return _unproven(entry, f"backup unreadable: {entry.backup_path} ({exc.strerror or exc})")
     if backup is None:
-        return Additive(entry.store, False, "not proven", reason=f"backup missing: {entry.backup_path}")
+        return _unproven(entry, f"backup missing: {entry.backup_path}")
     try:
         live = _Live.open(target)
         if live is None:
@@ -132,12 +132,17 @@ def _check(kind: StoreKind, entry: StoreEntry, target: str, limit: int) -> Addit
         finally:
             live.close()
         if backup.sha256 != entry.before_sha256:  # asked only now: a thread hashed the bytes while they were parsed
-            return Additive(entry.store, False, "not proven",
-                            reason=f"backup {entry.backup_path} does not hash to before_sha256")
+            return _unproven(entry, f"backup {entry.backup_path} does not hash to before_sha256")
         return result
+    except OSError as exc:
+        return _unproven(entry, f"live store unreadable: {entry.path} ({exc.strerror or exc})")
     finally:
         if isinstance(backup, durable.Mapped):
             backup.close()
+
+
+def _unproven(entry: StoreEntry, reason: str) -> Additive:
+    return Additive(entry.store, False, "not proven", reason=reason)
 
 
 class _Live:

@@ -212,10 +212,15 @@ def test_a_backup_that_is_missing_or_not_the_manifests_proves_nothing(stores: St
     entries = {e["store"]: e for e in load_json(migrated)["stores"]}
     Path(entries["auth"]["backup_path"]).unlink()
     Path(entries["domain"]["backup_path"]).write_bytes(b"{}")
+    codex = Path(entries["codex_threads"]["backup_path"])
+    codex.unlink()
+    codex.symlink_to(stores.paths["codex_threads"])  # a planted link is never followed
     errors = stores.call(VERIFY, str(migrated), "--additive", check=1).stderr.splitlines()
     assert f"error: [auth] not additive: cannot be proven: backup missing: {entries['auth']['backup_path']}" in errors
     assert (f"error: [domain] not additive: cannot be proven: backup {entries['domain']['backup_path']} "
             "does not hash to before_sha256") in errors
+    assert (f"error: [codex_threads] not additive: cannot be proven: backup unreadable: {codex} "
+            "(Too many levels of symbolic links)") in errors
 
 
 def test_records_the_service_added_since_are_no_loss(stores: Stores, migrated: Path) -> None:
