@@ -257,10 +257,13 @@ def _same(before: Any, after: Any) -> bool:
 
 
 def _describe_counter(value: Any) -> str:
-    """A counter as the dry run shows one: an integer as itself, anything else by its JSON type."""
+    """A counter as the dry run shows one: an integer from 0 to 2^64-1 as itself, anything else
+    by its JSON type (it could be anything a store holds)."""
     if value is _ABSENT or value is None:
         return "absent" if value is _ABSENT else "null"
-    return str(value) if type(value) is int else json_type(value)
+    if type(value) is int:
+        return str(value) if 0 <= value <= transform.U64_MAX else "an integer outside the u64 range"
+    return json_type(value)
 
 
 Step = tuple[Any, Any, bool]

@@ -144,7 +144,7 @@ def test_run_dry_run_verify_rollback_and_reports_show_no_store_content(stores: S
     calls += [
         stores.call(VERIFY, manifest, "--strict", "--report", str(reports[0]), check=1),
         stores.call("store-migrate", "verify", manifest, "--strict", "--json", check=1),
-        stores.call("store-migrate", "verify", manifest, "--report", str(reports[1]), check=0),
+        stores.call("store-migrate", "verify", manifest, "--additive", "--report", str(reports[1]), check=0),
     ]
     assert "[#" in reports[0].read_text()
     # the stores change after the run: verify fails on each, rollback refuses, then is forced
@@ -152,11 +152,15 @@ def test_run_dry_run_verify_rollback_and_reports_show_no_store_content(stores: S
     stores.write("codex_threads", {"threads": {M: M}, M: M})
     stores.write("domain", {"shouts": {M: M}, "next_shout_id": {M: M}})
     calls += [
-        stores.call(VERIFY, manifest, "--strict", "--report", str(reports[2]), check=1),
+        stores.call(VERIFY, manifest, "--strict", "--additive", "--report", str(reports[2]), check=1),
+        stores.call("store-migrate", "verify", manifest, "--additive", "--json", check=1),
         stores.call("store-migrate", "rollback", manifest, "--report", str(reports[3]), check=1),
         stores.call("store-migrate", "rollback", manifest, "--force", "--report", str(reports[4]), check=0),
     ]
     assert "does not parse: invalid UTF-8 at line 1" in reports[2].read_text()
+    additive = {s["store"]: s["additive"] for s in json.loads(calls[-3].stdout)["stores"]}
+    assert additive["auth"]["first"][0]["message"].startswith("the live store does not parse (invalid UTF-8")
+    assert additive["codex_threads"]["differences"] > 1 and additive["domain"]["differences"] > 1
     assert_no_leak(*map(outputs, calls), written(stores, *reports))
 
 
