@@ -167,3 +167,10 @@ def test_verify_baseline_is_the_same_comparison_and_goes_into_the_report(
     assert as_json["baseline"]["findings"][0]["kind"] == "count_dropped"
     plain = json.loads(stores.call("store-migrate", "verify", "--json", str(migrated), check=0).stdout)
     assert plain["baseline"] is None
+
+
+def test_help_explains_the_verdict(stores: Stores) -> None:
+    text = stores.call("store-migrate", "compare", "--help", env={"COLUMNS": "200"}, check=0).stdout
+    assert "Verdict: exit 1" in text and "more than --max-drop" in text and "not complete" in text
+    verify = stores.call("store-migrate", "verify", "--help", env={"COLUMNS": "200"}, check=0).stdout
+    assert "--additive" in verify and "VERIFY_ADDITIVE=1 turns it on" in verify
