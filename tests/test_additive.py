@@ -331,7 +331,7 @@ def _changed(value: Any) -> Any:
     return None
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(["auth", "codex_threads", "domain"]), st.data())
 def test_a_migration_is_additive_and_any_change_to_a_backup_member_is_found(kind_name: str, data: st.DataObject) -> None:
     kind = store_kind(kind_name)
