@@ -23,6 +23,7 @@ from conftest import GOLDEN, RUN, VERIFY, Stores, load_json, log_events
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from test_properties import store_values
+from test_safety import big_stores, copy_big  # noqa: F401 (big_stores is a fixture)
 
 from store_migrate import additive, jsonio, transform
 from store_migrate.manifest import StoreEntry
@@ -99,6 +100,22 @@ def test_a_run_of_this_tool_is_additive(stores: Stores, migrated: Path) -> None:
     # without the option nothing is proven or printed; VERIFY_ADDITIVE=1 turns it on for the wrapper
     assert "additive" not in stores.call(VERIFY, str(migrated), check=0).stdout
     assert "additive: [auth]" in stores.call(VERIFY, str(migrated), env={"VERIFY_ADDITIVE": "1"}, check=0).stdout
+
+
+def test_big_stores_are_proven_in_worker_processes(stores: Stores, big_stores: Path) -> None:  # noqa: F811
+    """Stores of tens of megabytes: proofs run in forked workers on mapped pages (workers.py)."""
+    copy_big(big_stores, stores)
+    stores.call(RUN, check=0)
+    manifest = str(stores.newest_manifest())
+    done = stores.call(VERIFY, manifest, "--additive", check=0)
+    assert done.stdout.count("nothing lost or changed (canonical)") == 3
+    live = jsonio.decode(stores.paths["codex_threads"].read_bytes())
+    thread = sorted(live["threads"])[5]
+    live["threads"][thread]["message_count"] += 1
+    stores.paths["codex_threads"].write_bytes(jsonio.encode(live))
+    done = stores.call(VERIFY, manifest, "--additive", check=1)
+    assert "  $.threads[#5].message_count: holds another integer" in done.stderr.splitlines()
+    assert "additive: [auth] nothing lost or changed (canonical)" in done.stdout.splitlines()
 
 
 def test_a_store_already_in_the_current_shape_is_additive_byte_for_byte(stores: Stores) -> None:
