@@ -218,8 +218,12 @@ def backup_and_replace(
         backups = _back_up(prepared, stamp, backup_dir, progress, early)
         record = _pending(moment, prepared, backups, backup_dir)
         durable.create_new(manifest_path, record.to_bytes())
-    except BaseException:
+    except BaseException as exc:
         with interrupts.shielded(then_stop=False):
+            if os.path.lexists(manifest_path):  # written, then a sync failed: it must say what happened
+                if isinstance(exc, (OSError, StoreMigrateError)):
+                    raise _fail(record, manifest_path, [], exc) from exc
+                raise
             _drop(backup_dir)
         raise
     replaced: Replaced = []
