@@ -88,8 +88,9 @@ def verify(
     jobs = [(entry, canonical, strict) for entry in record.stores]
     sizes = [durable.size_of(entry.path) for entry in record.stores]
     checks = []
-    with progress.task(f"verifying {len(jobs)} store(s)", sum(sizes)) as advance:
-        outcomes = workers.map_stores(verify_store, jobs, sizes, on_done=lambda i: advance(sizes[i]))
+    with workers.forked(verify_store, jobs, sizes) as pool, \
+            progress.task(f"verifying {len(jobs)} store(s)", sum(sizes)) as advance:  # forked first: no thread yet
+        outcomes = pool.results(on_done=lambda i: advance(sizes[i]))
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
