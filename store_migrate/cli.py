@@ -127,10 +127,12 @@ def _write_report(path: Path, text: str) -> None:
 # ----------------------------------------------------------------------------------- run
 
 
-def _print_dry_run(prepared: list[Any]) -> None:
+def _print_dry_run(prepared: list[Any], settings: Any) -> None:
+    sources = {s.kind: settings.origin(s.source) for s in settings.stores}
     for p in prepared:
         before = "missing (would be created)" if p.before is None else f"exists, {p.before.size} bytes"
         typer.echo(f"dry run: [{p.store}] {p.path} ({before})")
+        typer.echo(f"  path from: {sources[p.store]}")
         if p.reused:
             typer.echo(f"  already migrated (bytes recorded by {p.reused}); nothing to parse")
         if p.added_keys:
@@ -157,6 +159,11 @@ def run_command(
         bool, typer.Option("--allow-empty", help="Treat a store file of zero bytes as an empty store instead of "
                            "refusing it.")
     ] = False,
+    allow_missing: Annotated[
+        bool, typer.Option("--allow-missing", envvar="ALLOW_MISSING", help="This is a new environment: create "
+                           "the stores even when none of the three exists (without it the run refuses, naming "
+                           "the paths and where they came from). ALLOW_MISSING=1 turns it on.")
+    ] = False,
     strict: Annotated[
         bool, typer.Option("--strict", help="Refuse (nothing written) when the service could not read a record "
                            "of a migrated store, instead of warning.")
@@ -172,8 +179,10 @@ def run_command(
     """Backfill the auth, codex-thread and domain stores to the current shape.
 
     Store paths come from AUTH_STORE_PATH, CODEX_THREAD_STORE_PATH and DOMAIN_STORE_PATH (else
-    the service's OA_* variables, else defaults under $ROOT_DIR); backups and the manifest go
-    under $WORK_DIR. A store that cannot be migrated without losing data is refused: exit 1 and
+    the service's OA_* variables, else defaults under $ROOT_DIR: the checkout holding the
+    wrapper when it sits in apps/openagents.com/service/scripts/); backups and the manifest go
+    under $WORK_DIR. Each missing store is a warning; when none exists the run refuses unless
+    --allow-missing. A store that cannot be migrated without losing data is refused: exit 1 and
     nothing is written. Records the service could not read after the migration are logged as
     warnings and counted in the manifest (validation_problems). Safe to rerun.
     """
@@ -183,11 +192,12 @@ def run_command(
 
         settings = config.resolve()
         if dry_run:
-            _print_dry_run(commands.dry_run(settings, allow_empty=allow_empty, strict=strict,
-                                            progress=_progress(quiet)))
+            prepared = commands.dry_run(settings, allow_empty=allow_empty, allow_missing=allow_missing,
+                                        strict=strict, progress=_progress(quiet))
+            _print_dry_run(prepared, settings)
             return
-        result = commands.run(settings, allow_empty=allow_empty, strict=strict, lock_timeout=lock_timeout,
-                              progress=_progress(quiet))
+        result = commands.run(settings, allow_empty=allow_empty, allow_missing=allow_missing, strict=strict,
+                              lock_timeout=lock_timeout, progress=_progress(quiet))
         typer.echo(f"rust-store-migrate: wrote manifest to {result.manifest_path}")
         typer.echo(f"[rust-store-backfill] manifest: {result.manifest_path}")
         typer.echo(f"[rust-store-backfill] backups: {result.backup_dir}")

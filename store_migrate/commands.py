@@ -16,7 +16,7 @@ import structlog
 from . import durable, jsonio, manifest, restore, validate, workers
 from .backfill import RunResult, backup_and_replace, known_results, prepare_all, remove_leftovers
 from .backups import EarlyCopies
-from .config import Settings
+from .config import Settings, check_present
 from .errors import RollbackRefused, StoreMigrateError
 from .lock import locked
 from .manifest import REVERTED, Clock, StoreEntry, utc_now
@@ -36,12 +36,15 @@ def run(
     settings: Settings,
     *,
     allow_empty: bool = False,
+    allow_missing: bool = False,
     strict: bool = False,
     lock_timeout: float = 30.0,
     clock: Clock = utc_now,
     progress: Progress = SILENT,
 ) -> RunResult:
-    """Backfill every store: prepare all, back up all, write a pending manifest, replace, complete."""
+    """Backfill every store: prepare all, back up all, write a pending manifest, replace, complete.
+    Refuses first when no store exists (unless `allow_missing`)."""
+    check_present(settings, allow_missing=allow_missing)
     paths = [s.path for s in settings.stores]
     with locked(paths, lock_timeout):
         remove_leftovers(paths, settings.work_dir)
@@ -55,11 +58,17 @@ def run(
 
 
 def dry_run(
-    settings: Settings, *, allow_empty: bool = False, strict: bool = False, progress: Progress = SILENT
+    settings: Settings,
+    *,
+    allow_empty: bool = False,
+    allow_missing: bool = False,
+    strict: bool = False,
+    progress: Progress = SILENT,
 ) -> list[PreparedStore]:
     """Everything a run does but write: each store read, checked, transformed, validated and
     encoded in memory. Refuses exactly as a run would. Leaves no file behind (no backup, manifest
     or temporary file; the lock is a kernel lock on the directory, not a file)."""
+    check_present(settings, allow_missing=allow_missing)
     prepared = prepare_all(settings, allow_empty, strict, known_results(settings), progress, write=False)
     log.info("run.dry", stores=[p.store for p in prepared], would_change=[p.store for p in prepared if p.changed])
     return prepared

@@ -88,7 +88,7 @@ def test_forced_rollback_keeps_the_drifted_file_first(stores: Stores) -> None:
 
 
 def test_forced_rollback_of_a_created_store_moves_it_aside(stores: Stores) -> None:
-    stores.call(RUN, check=0)
+    stores.call(RUN, "--allow-missing", check=0)
     manifest = stores.newest_manifest()
     stores.paths["auth"].write_text('{"sessions": {"s": {}}}')
     drifted = sha256(stores.paths["auth"])
