@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from . import durable, jsonio, manifest, restore, validate, workers
+from . import access, durable, jsonio, manifest, restore, validate, workers
 from .backfill import RunResult, backup_and_replace, known_results, prepare_all, remove_leftovers
 from .backups import EarlyCopies
 from .config import Settings, check_present
@@ -32,6 +32,13 @@ __all__ = ["RollbackAction", "RollbackResult", "RunResult", "StoreCheck", "Verif
            "prune", "rollback", "run", "verify"]
 
 
+def _preflight(settings: Settings, allow_missing: bool) -> None:
+    """What a run and a dry run check before anything else: where the stores are (and that some
+    exist), and that this user may do everything the run does (access.py)."""
+    check_present(settings, allow_missing=allow_missing)
+    access.check_run(settings)
+
+
 def run(
     settings: Settings,
     *,
@@ -43,8 +50,8 @@ def run(
     progress: Progress = SILENT,
 ) -> RunResult:
     """Backfill every store: prepare all, back up all, write a pending manifest, replace, complete.
-    Refuses first when no store exists (unless `allow_missing`)."""
-    check_present(settings, allow_missing=allow_missing)
+    Refuses first when no store exists (unless `allow_missing`) or this user lacks a permission."""
+    _preflight(settings, allow_missing)
     paths = [s.path for s in settings.stores]
     with locked(paths, lock_timeout):
         remove_leftovers(paths, settings.work_dir)
@@ -66,9 +73,10 @@ def dry_run(
     progress: Progress = SILENT,
 ) -> list[PreparedStore]:
     """Everything a run does but write: each store read, checked, transformed, validated and
-    encoded in memory. Refuses exactly as a run would. Leaves no file behind (no backup, manifest
-    or temporary file; the lock is a kernel lock on the directory, not a file)."""
-    check_present(settings, allow_missing=allow_missing)
+    encoded in memory. Refuses exactly as a run would, permissions included. Leaves no file
+    behind (no backup, manifest or temporary file; the lock is a kernel lock on the directory,
+    not a file)."""
+    _preflight(settings, allow_missing)
     prepared = prepare_all(settings, allow_empty, strict, known_results(settings), progress, write=False)
     log.info("run.dry", stores=[p.store for p in prepared], would_change=[p.store for p in prepared if p.changed])
     return prepared
@@ -78,13 +86,16 @@ def verify(
     manifest_path: str,
     *,
     strict: bool = False,
+    allow_unreadable: bool = False,
     baseline: str | None = None,
     max_drop: int = 0,
     progress: Progress = SILENT,
 ) -> VerifyResult:
     """Check every store of a manifest: checksum, shape, counts, its backup, and whether the
-    service can read it (a failure with `strict`, else a warning). With `baseline` (another
-    manifest), any count that dropped by more than `max_drop` fails. Reports every problem."""
+    service can read it: from the verdict the run recorded when the bytes are the recorded ones,
+    else (and always with `strict`) from a full validation; records it cannot read fail the
+    store unless `allow_unreadable`. With `baseline` (another manifest), any count that dropped
+    by more than `max_drop` fails. Reports every problem."""
     record = manifest.load(manifest_path)
     earlier = None if baseline is None else manifest.load(baseline)
     problems = []
@@ -94,7 +105,7 @@ def verify(
             + (" and put every store back" if record.status == REVERTED else "")
         )
     canonical = record.transform_version is not None
-    jobs = [(entry, canonical, strict) for entry in record.stores]
+    jobs = [(entry, canonical, strict, allow_unreadable) for entry in record.stores]
     sizes = [durable.size_of(entry.path) for entry in record.stores]
     checks = []
     with workers.forked(verify_store, jobs, sizes) as pool, \
@@ -109,7 +120,7 @@ def verify(
         before = {e.store: e.counts for e in earlier.stores}
         for entry, check in zip(record.stores, checks, strict=True):
             check.problems.extend(drops(before.get(entry.store, {}), entry.counts, baseline, max_drop))
-    return VerifyResult(record, problems, checks, strict)
+    return VerifyResult(record, problems, checks, strict, allow_unreadable)
 
 
 def rollback(

@@ -1,4 +1,5 @@
-"""A real deployment: the wrappers in the service's own checkout (no .git), missing stores."""
+"""A real deployment: the wrappers in the service's own checkout (no .git), missing stores, a
+closed stdout."""
 
 from __future__ import annotations
 
@@ -146,3 +147,42 @@ def test_allow_missing_from_the_environment_and_one_missing_store_is_a_warning(s
     assert len(missing) == 1
     assert (missing[0]["store"], missing[0]["path"], missing[0]["source"], missing[0]["level"]) == (
         "domain", str(stores.paths["domain"]), "DOMAIN_STORE_PATH", "warning")
+
+
+# ----------------------------------------------------------------------- closed stdout
+
+
+def test_a_completed_run_exits_0_when_stdout_is_closed(stores: Stores) -> None:
+    stores.write_samples()
+    process = subprocess.Popen([RUN], env=stores.environ, cwd=stores.root, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # nobody reads: the first line printed meets EPIPE
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 0, stderr
+    manifest = stores.newest_manifest()
+    assert load_json(manifest)["status"] == "complete"
+    closed = [e for e in log_events(stderr) if e["event"] == "stdout.closed"]
+    assert len(closed) == 1 and closed[0]["level"] == "warning"
+    assert f"[rust-store-backfill] manifest: {manifest}" in closed[0]["unprinted"]
+    assert "Traceback" not in stderr and "error:" not in stderr
+    pipeline = subprocess.run(["bash", "-c", f"set -o pipefail; {RUN} | head -n 1"], env=stores.environ,
+                              cwd=stores.root, capture_output=True, text=True, check=False, timeout=120)
+    assert pipeline.returncode == 0, pipeline.stderr
+    assert pipeline.stdout.startswith("rust-store-migrate: wrote manifest to ")
+
+
+def test_verify_keeps_its_verdict_when_stdout_is_closed(stores: Stores) -> None:
+    stores.write_samples()
+    stores.call(RUN, check=0)
+    manifest = str(stores.newest_manifest())
+    for damage, code in ((False, 0), (True, 1)):
+        if damage:
+            stores.paths["auth"].write_text("{}")
+        process = subprocess.Popen([str(BIN / "store-migrate-verify"), manifest], env=stores.environ,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.close()
+        stderr = process.stderr.read()
+        assert process.wait(timeout=120) == code, stderr
+        assert "Traceback" not in stderr
