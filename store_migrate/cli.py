@@ -423,19 +423,23 @@ def prune_command(
     keep: Annotated[int, typer.Option("--keep", min=1, help="How many of the newest manifests to keep.",
                                       show_default=False)],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")] = False,
+    lock_timeout: LockTimeoutOption = 30.0,
     log_format: LogFormatOption = LogFormat.auto,
     quiet: QuietOption = False,
 ) -> None:
     """Remove old manifests and their backup directories from $WORK_DIR.
 
-    Never the newest --keep, and never a manifest whose stores currently hash to its after_sha256
-    (its rollback may still be needed). Prints every manifest and directory it removes.
+    Never the newest --keep, never a pending one, never one with a store it changed that still
+    hashes to its after_sha256 (its rollback may still be needed). Removes only what runs make
+    (manifests/<TIMESTAMP>.json, backups/<TIMESTAMP>/ holding only backups), never follows a link,
+    and holds the stores' lock like a run. Prints every manifest and directory it removes, and
+    why it kept the others.
     """
 
     def work() -> None:
         from . import commands, config
 
-        result = commands.prune(config.resolve(), keep=keep, dry_run=dry_run)
+        result = commands.prune(config.resolve(), keep=keep, dry_run=dry_run, lock_timeout=lock_timeout)
         word = "would remove" if dry_run else "removed"
         for path in result.removed:
             typer.echo(f"{word}: {path}")

@@ -8,28 +8,28 @@ and refusals raise StoreMigrateError.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 
-from . import access, durable, jsonio, manifest, restore, validate, workers
+from . import access, durable, jsonio, manifest, restore, retention, validate, workers
 from .backfill import RunResult, backup_and_replace, known_results, prepare_all, remove_leftovers
 from .backups import EarlyCopies
 from .config import Settings, check_present
-from .errors import RollbackRefused, StoreMigrateError
+from .errors import RollbackRefused
 from .lock import locked
 from .manifest import REVERTED, Clock, StoreEntry, utc_now
 from .prepare import PreparedStore, read_store, validated
 from .progress import SILENT, Progress
 from .restore import RollbackAction, RollbackResult
+from .retention import PruneResult
 from .stores import store_kind
 from .verification import StoreCheck, VerifyResult, drops, verify_store
 
 log = structlog.get_logger("store_migrate")
 
-__all__ = ["RollbackAction", "RollbackResult", "RunResult", "StoreCheck", "VerifyResult", "check", "dry_run",
-           "prune", "rollback", "run", "verify"]
+__all__ = ["PruneResult", "RollbackAction", "RollbackResult", "RunResult", "StoreCheck", "VerifyResult", "check",
+           "dry_run", "prune", "rollback", "run", "verify"]
 
 
 def _preflight(settings: Settings, allow_missing: bool) -> None:
@@ -193,57 +193,9 @@ def check(kind_name: str, paths: list[str], *, limit: int = validate.DEFAULT_LIM
     return results
 
 
-@dataclass
-class PruneResult:
-    removed: list[str] = field(default_factory=list)
-    """Manifests and backup directories removed."""
-    kept: list[tuple[str, str]] = field(default_factory=list)
-    """Manifests kept, each with the reason."""
-
-
-def prune(settings: Settings, *, keep: int, dry_run: bool = False) -> PruneResult:
-    """Remove old manifests and their backup directories: never the newest `keep`, never one
-    whose stores currently hash to its after_sha256 (its rollback may still be needed), never
-    one whose backup directory holds a newer file that a forced rollback kept."""
-    result = PruneResult()
-    hashes: dict[str, str | None] = {}
-
-    def current(path: str) -> str | None:
-        if path not in hashes:
-            try:
-                hashes[path] = durable.hash_file(path)[0]
-            except OSError:
-                hashes[path] = None
-        return hashes[path]
-
-    directory = settings.manifests_dir
-    names = sorted(n for n in os.listdir(directory) if n.endswith(".json")) if os.path.isdir(directory) else []
-    newest = set(names[-keep:]) if keep > 0 else set()
-    for name in names:
-        path = os.path.join(directory, name)
-        if name in newest:
-            result.kept.append((path, f"one of the newest {keep}"))
-            continue
-        try:
-            record = manifest.load(path)
-        except StoreMigrateError as exc:
-            result.kept.append((path, f"unreadable, left for a person to look at: {exc.message}"))
-            continue
-        live = [e.store for e in record.stores if current(e.path) == e.after_sha256]
-        if live:
-            result.kept.append((path, f"{', '.join(live)} still hold its after_sha256: its rollback may be needed"))
-            continue
-        backups = record.backup_dir or os.path.join(settings.backups_root, name.removesuffix(".json"))
-        kept_copies = sorted(n for n in os.listdir(backups) if n.endswith(".pre-rollback.json")) \
-            if os.path.isdir(backups) else []
-        if kept_copies:
-            result.kept.append((path, f"its backups hold files a forced rollback kept ({', '.join(kept_copies)}); "
-                                      "remove them by hand once they are not needed"))
-            continue
-        if not dry_run:
-            durable.remove(path)
-            if os.path.isdir(backups) and os.path.dirname(os.path.abspath(backups)) == settings.backups_root:
-                durable.remove_tree(backups)
-        log.info("manifest.pruned", path=path, backups=backups, dry_run=dry_run)
-        result.removed += [path, backups]
-    return result
+def prune(settings: Settings, *, keep: int, dry_run: bool = False, lock_timeout: float = 30.0) -> PruneResult:
+    """Remove old manifests and their backup directories, under the same lock as a run: never
+    the newest `keep`, never one a store it changed still needs, never anything a run did not
+    make, never through a link (retention.py has the rules)."""
+    with locked([s.path for s in settings.stores], lock_timeout):
+        return retention.prune(settings, keep, dry_run)

@@ -158,10 +158,13 @@ def test_prune_keeps_the_newest_and_the_ones_still_live(stores: Stores) -> None:
     first, second, third, fourth = stores.manifests()
     done = stores.call("store-migrate", "prune", "--keep", "1", check=0)
     out = done.stdout.splitlines()
-    # 1 and 2: codex and domain still hold their after_sha256 -> kept; so is every manifest here
+    # 1: codex and domain still hold the after_sha256 it gave them; 3: auth still holds its after
+    # bytes (4 changed nothing); 2 changed only auth, which has moved on since -> removed
     assert f"kept: {fourth} (one of the newest 1)" in out
     assert any(line.startswith(f"kept: {first} (codex_threads, domain still hold") for line in out)
-    assert all(m.exists() for m in (first, second, third, fourth))
+    assert any(line.startswith(f"kept: {third} (auth still holds its after_sha256") for line in out)
+    assert f"removed: {second}" in out
+    assert all(m.exists() for m in (first, third, fourth)) and not second.exists()
     # once every store has moved on, old manifests and their backups go
     for path in stores.paths.values():
         path.write_text('{"moved": "on"}')
@@ -170,7 +173,7 @@ def test_prune_keeps_the_newest_and_the_ones_still_live(stores: Stores) -> None:
     dry = stores.call("store-migrate", "prune", "--keep", "1", "--dry-run", check=0)
     assert f"would remove: {first}" in dry.stdout and first.exists()
     done = stores.call("store-migrate", "prune", "--keep", "1", check=0)
-    for manifest in (first, second, third, fourth):
+    for manifest in (first, third, fourth):
         assert f"removed: {manifest}" in done.stdout and not manifest.exists()
         assert not (stores.work / "backups" / manifest.stem).exists()
     assert newest.exists() and (stores.work / "backups" / newest.stem).is_dir()
