@@ -115,9 +115,13 @@ class Pool(Generic[Result]):
         self._children: dict[int, _Child] = {}
         if forks(sizes):
             _collect(block=True)
-            for index in self._order:
-                inherited = [fd for c in self._children.values() for fd in (c.result_fd, c.go_fd) if fd is not None]
-                self._children[index] = _fork(work, self._jobs[index], inherited)
+            try:
+                for index in self._order:
+                    inherited = [fd for c in self._children.values() for fd in (c.result_fd, c.go_fd) if fd is not None]
+                    self._children[index] = _fork(work, self._jobs[index], inherited)
+            except BaseException:  # a fork failed (EAGAIN, ENOMEM): the workers made so far exit
+                self.close()
+                raise
 
     def results(self, on_done: Callable[[int], None] | None = None) -> list[Result | BaseException]:
         """Run every job (biggest first, at most one per core); the outcomes in job order."""

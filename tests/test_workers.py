@@ -132,3 +132,23 @@ def test_workers_never_started_exit_and_are_reaped() -> None:
             os.waitpid(pid, os.WNOHANG)
     with workers.forked(pow, [(2, 3), (2, 4), (2, 5)], big) as pool:
         assert pool.results() == [8, 16, 32]
+
+
+def test_a_fork_that_fails_leaves_no_worker_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_fork, pids = os.fork, []
+
+    def fork_twice() -> int:
+        if len(pids) == 2:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        pid = real_fork()
+        if pid:
+            pids.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork_twice)
+    with pytest.raises(BlockingIOError), workers.forked(pow, [(2, 3), (2, 4), (2, 5)], [workers.PARALLEL_BYTES] * 3):
+        pass
+    assert len(pids) == 2
+    for pid in pids:  # they exited and were reaped
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
