@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import sys
 from pathlib import Path
@@ -149,28 +150,35 @@ def test_version_and_completion(stores: Stores) -> None:
 
 def test_prune_keeps_the_newest_and_the_ones_still_live(stores: Stores) -> None:
     stores.write_samples()
-    stores.call(RUN, check=0)            # 1: migrates; after_sha256 == the live bytes from now on
+    stores.call(RUN, check=0)
+    shutil.rmtree(stores.work)           # codex and domain are now already in shape: no run changes them
     stores.paths["auth"].write_text('{"users_by_id": {}}')
-    stores.call(RUN, check=0)            # 2: auth changed again
+    stores.call(RUN, check=0)            # 1: changes auth only
+    stores.paths["auth"].write_text('{"users_by_id": {"a": {}}}')
+    stores.call(RUN, check=0)            # 2: auth again
     stores.paths["auth"].write_text('{"users_by_id": {"u": {}}}')
-    stores.call(RUN, check=0)            # 3
+    stores.call(RUN, check=0)            # 3: auth again
+    stores.paths["domain"].write_text('{"shouts": [{"id": 3}]}')
+    stores.call(RUN, check=0)            # 4: domain; carries auth's state before 3
     stores.call(RUN, check=0)            # nothing changes: no manifest
-    first, second, third = stores.manifests()
+    first, second, third, fourth = stores.manifests()
     done = stores.call("store-migrate", "prune", "--keep", "1", check=0)
     out = done.stdout.splitlines()
-    # 1 and 2: codex and domain still hold their after_sha256 -> kept; so is every manifest here
-    assert f"kept: {third} (one of the newest 1)" in out
-    assert any(line.startswith(f"kept: {first} (codex_threads, domain still hold") for line in out)
-    assert all(m.exists() for m in (first, second, third))
+    # 1 and 2 changed only auth, which has moved on since (codex and domain still hold their
+    # after_sha256, but those runs did not change them) -> removed; 3: auth holds its after bytes
+    assert f"kept: {fourth} (one of the newest 1)" in out
+    assert any(line.startswith(f"kept: {third} (auth still holds its after_sha256") for line in out)
+    assert f"removed: {first}" in out and f"removed: {second}" in out
+    assert all(m.exists() for m in (third, fourth)) and not first.exists() and not second.exists()
     # once every store has moved on, old manifests and their backups go
     for path in stores.paths.values():
         path.write_text('{"moved": "on"}')
     stores.call(RUN, check=0)
     newest = stores.newest_manifest()
     dry = stores.call("store-migrate", "prune", "--keep", "1", "--dry-run", check=0)
-    assert f"would remove: {first}" in dry.stdout and first.exists()
+    assert f"would remove: {third}" in dry.stdout and third.exists()
     done = stores.call("store-migrate", "prune", "--keep", "1", check=0)
-    for manifest in (first, second, third):
+    for manifest in (third, fourth):
         assert f"removed: {manifest}" in done.stdout and not manifest.exists()
         assert not (stores.work / "backups" / manifest.stem).exists()
     assert newest.exists() and (stores.work / "backups" / newest.stem).is_dir()
