@@ -18,12 +18,17 @@ gc.disable()
 
 import os  # noqa: E402
 import signal  # noqa: E402
+import sys  # noqa: E402
 
 
 def _stop(signum: int, _: object) -> None:
     """Until a command that changes stores takes over the signals (interrupts.py), a signal stops
     the process at once with the usual `error:` line: nothing has been changed yet (imports,
-    option parsing), or the command only reads (verify, check, a dry run)."""
+    option parsing), or the command only reads (verify, check, a dry run). Once a command has
+    completed its changes, only printing is left, and the signal is ignored."""
+    interrupts = sys.modules.get("store_migrate.interrupts")
+    if interrupts is not None and interrupts.completed():
+        return
     os.write(2, f"error: interrupted by {signal.Signals(signum).name}\n".encode())
     os._exit(128 + signum)
 
@@ -33,7 +38,6 @@ for _signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
 
 import contextlib  # noqa: E402
 import json  # noqa: E402
-import sys  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from enum import StrEnum  # noqa: E402
 from pathlib import Path  # noqa: E402

@@ -8,8 +8,10 @@ anything else, is kept and named with the reason, for a person to look at.
 
 A manifest is still needed, and kept, when it is one of the newest `keep`, when its run did not
 finish (`pending`), when a store it changed (`changed: true`) still holds its after_sha256 (its
-rollback may be needed), or when its backup directory holds a file a forced rollback kept.
-A store the run left unchanged does not hold a manifest: a later run's manifest covers it.
+rollback may be needed) and no newer manifest carries the same before state for that store, or
+when its backup directory holds a file a forced rollback kept. A store the run left unchanged
+does not hold a manifest, and neither does one a newer manifest rolls back to the same bytes (a
+rerun carries the before state of the stores an earlier run migrated, backups hard-linked).
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ def _backup_files(directory: str) -> tuple[list[str], str | None]:
 
 
 def _reason_to_keep(
-    settings: Settings, path: str, stamp: str, current: Callable[[str], str | None]
+    settings: Settings, path: str, stamp: str, current: Callable[[str], str | None],
+    carried: Callable[[str, str, str | None], bool],
 ) -> str | None:
     """Why this old manifest (and its backups) must stay; None when both may go."""
     if _kind_of(path) != "file":
@@ -88,7 +91,8 @@ def _reason_to_keep(
         return f"unreadable, left for a person to look at: {exc.message}"
     if record.status == PENDING:
         return "pending: its run did not finish; its rollback may be needed"
-    live = [e.store for e in record.stores if e.changed and current(e.path) == e.after_sha256]
+    live = [e.store for e in record.stores
+            if e.changed and current(e.path) == e.after_sha256 and not carried(stamp, e.path, e.before_sha256)]
     if live:
         verb = "holds" if len(live) == 1 else "hold"
         return f"{', '.join(live)} still {verb} its after_sha256: its rollback may be needed"
@@ -99,6 +103,20 @@ def _reason_to_keep(
     if kind not in (None, "directory"):
         return f"{backups} is a {kind}, not a backup directory; it is never followed or removed"
     return None if kind is None else _backup_files(backups)[1]
+
+
+def _before_states(directory: str, names: list[str]) -> dict[str, set[tuple[str, str | None]]]:
+    """For each readable manifest (by TIMESTAMP): the (store path, before_sha256) of the stores
+    its rollback returns to their before bytes."""
+    states = {}
+    for name in names:
+        try:
+            record = manifest.load(os.path.join(directory, name))
+        except StoreMigrateError:
+            continue  # kept, with its reason, when its turn comes
+        if record.complete:  # a run that did not finish, or was put back, rolls nothing back
+            states[name.removesuffix(".json")] = {(e.path, e.before_sha256) for e in record.stores if e.changed}
+    return states
 
 
 def prune(settings: Settings, keep: int, dry_run: bool) -> PruneResult:
@@ -125,13 +143,19 @@ def prune(settings: Settings, keep: int, dry_run: bool) -> PruneResult:
     for other in (n for n in entries if n.endswith(".json") and n not in names):
         result.kept.append((os.path.join(directory, other), "not named like a run's manifest; never removed"))
     newest = set(names[-keep:]) if keep > 0 else set()
+    carriers = _before_states(directory, names)
+
+    def carried(stamp: str, store_path: str, before: str | None) -> bool:
+        """Whether a newer manifest rolls this store back to the same before bytes."""
+        return any(later > stamp and (store_path, before) in states for later, states in carriers.items())
+
     for name in names:
         path = os.path.join(directory, name)
         if name in newest:
             result.kept.append((path, f"one of the newest {keep}"))
             continue
         stamp = name.removesuffix(".json")
-        reason = _reason_to_keep(settings, path, stamp, current)
+        reason = _reason_to_keep(settings, path, stamp, current, carried)
         if reason is not None:
             result.kept.append((path, reason))
             continue

@@ -38,8 +38,8 @@ def test_signals_at_moments_spread_over_a_run_leave_all_or_nothing(stores: Store
         status = load_json(manifests[-1])["status"] if manifests else None
         outcomes.append((process.returncode, status))
         assert temp_files(stores.root) == [], f"{sent.name} at {i}/12"
-        if process.returncode == 0:
-            assert stores.hashes() == post and status == COMPLETE
+        if process.returncode in (0, -sent):  # done; killed while the interpreter was exiting at most
+            assert stores.hashes() == post and status == COMPLETE, err
             continue
         assert process.returncode == 128 + sent, err
         assert f"error: interrupted by {sent.name}" in err and "Traceback" not in err

@@ -144,7 +144,7 @@ def test_run_dry_run_verify_rollback_and_reports_show_no_store_content(stores: S
     calls += [
         stores.call(VERIFY, manifest, "--strict", "--report", str(reports[0]), check=1),
         stores.call("store-migrate", "verify", manifest, "--strict", "--json", check=1),
-        stores.call("store-migrate", "verify", manifest, "--report", str(reports[1]), check=0),
+        stores.call("store-migrate", "verify", manifest, "--report", str(reports[1]), check=1),
     ]
     assert "[#" in reports[0].read_text()
     # the stores change after the run: verify fails on each, rollback refuses, then is forced
