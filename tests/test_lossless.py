@@ -1,5 +1,6 @@
-"""Nothing dropped without a word: integers of any size come back exactly (the rest of the
-issue's rules, duplicates and counters, are in test_duplicates.py and test_transform.py)."""
+"""Nothing dropped without a word, through the CLI: integers of any size come back exactly, and
+counters count by value or refuse the store (duplicate members: test_duplicates.py; each counter
+and id rule on its own: test_transform.py)."""
 
 from __future__ import annotations
 
@@ -57,3 +58,32 @@ def test_a_truncated_store_with_a_giant_integer_is_refused_for_what_is_wrong(sto
     assert path.read_text().endswith(GIANT) and not stores.work.exists()
     done = stores.call("store-migrate", "check", "--kind", "auth", str(path), check=1)
     assert "does not parse: Expecting ',' delimiter" in done.stdout and "double" not in done.stdout
+
+
+@pytest.mark.parametrize(("counter", "why"), [
+    ("-7", "is a negative integer"),
+    ("18446744073709551616", "is an integer above 2^64-1"),
+    ("1234.5", "is a number with a fraction"),
+    ('"12x34"', "is a string other than an optional '+' and ASCII digits"),
+    ('{"kept": 1234}', "is an object"),
+    ("[1234]", "is an array"),
+    ("true", "is a boolean"),
+])
+def test_a_counter_that_does_not_count_refuses_the_run_naming_it_but_not_its_value(
+    stores: Stores, counter: str, why: str
+) -> None:
+    original = f'{{"shouts": [{{"id": 41}}], "next_shout_id": {counter}}}'
+    path = stores.write("domain", original)
+    done = stores.call("store-migrate", "run", check=1)
+    error = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert error == [f"error: refusing to migrate {path}: counter 'next_shout_id' {why}; replacing it could "
+                     "hand out ids again or lose what it holds at $.next_shout_id"], done.stderr
+    assert "1234" not in done.stderr and "-7" not in done.stderr and "12x34" not in done.stderr
+    assert path.read_text() == original and not stores.work.exists()
+
+
+@pytest.mark.parametrize("counter", ["1000", "1000.0", "1e3", '"1000"', '"+1000"'])
+def test_a_counter_written_any_way_counts_by_value_and_never_goes_down(stores: Stores, counter: str) -> None:
+    path = stores.write("domain", f'{{"shouts": [{{"id": 41}}], "next_shout_id": {counter}}}')
+    stores.call("store-migrate", "run", check=0)
+    assert '\n  "next_shout_id": 1000,\n' in path.read_text()
