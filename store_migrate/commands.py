@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from . import durable, jsonio, manifest, restore, validate, workers
+from . import duplicates, durable, jsonio, manifest, restore, validate, workers
 from .backfill import RunResult, backup_and_replace, known_results, prepare_all, remove_leftovers
 from .backups import EarlyCopies
 from .config import Settings
@@ -164,6 +164,7 @@ def check(kind_name: str, paths: list[str], *, limit: int = validate.DEFAULT_LIM
                 failure = f"does not parse: {exc.reason}" + (f" at {where}" if where else "")
             else:
                 report = validated(kind.name, path, value, jsonio.indent(snapshot.data), limit)
+                duplicates.add_to(report, kind, snapshot.data, value, limit)
         if failure:
             report.unreadable, report.problems = 1, [validate.Problem("$", failure)]
             log.warning("store.validated", store=kind.name, path=path, readable=False, unreadable=1,

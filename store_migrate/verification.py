@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from . import durable, jsonio, summary, transform, validate, workers
+from . import duplicates, durable, jsonio, summary, transform, validate, workers
 from .errors import StoreMigrateError
 from .logs import timed
 from .manifest import Manifest, StoreEntry
@@ -129,6 +129,7 @@ def _check_live(
             as_written = canonical and live.sha256 == entry.after_sha256
             indented = live.data if as_written else jsonio.indent(live.data)
             check.report = validated(entry.store, entry.path, value, indented, typed=typed_ok)
+            duplicates.add_to(check.report, kind, live.data, value)
             if isinstance(value, dict):
                 check.problems.extend(_count_problems(entry.counts, transform.counts(kind, value)))
             workers.outlive(value)

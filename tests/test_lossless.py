@@ -4,10 +4,23 @@ and id rule on its own: test_transform.py)."""
 
 from __future__ import annotations
 
-import pytest
-from conftest import Stores, load_json
+import json
+import os
+import random
+import tempfile
+from datetime import UTC, datetime
+from typing import Any
 
-from store_migrate import jsonio
+import pytest
+from conftest import STORE_FILES, STORE_VARS, Stores, load_json
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from test_duplicates import Obj, Writer
+
+from store_migrate import commands, config, jsonio, transform
+from store_migrate.errors import StoreRefused
+from store_migrate.stores import store_kind
+from store_migrate.transform import by_value
 
 GIANT = "9" * 4000 + "1234567890" * 600  # 10,000 digits
 
@@ -87,3 +100,90 @@ def test_a_counter_written_any_way_counts_by_value_and_never_goes_down(stores: S
     path = stores.write("domain", f'{{"shouts": [{{"id": 41}}], "next_shout_id": {counter}}}')
     stores.call("store-migrate", "run", check=0)
     assert '\n  "next_shout_id": 1000,\n' in path.read_text()
+
+
+# -------------------------------------------- a run refuses, or keeps every member and value
+
+DOMAIN = store_kind("domain")
+ODD = (
+    st.integers(-3, 2**64 + 3) | st.integers(0, 2**60).map(float) | st.floats(-2, 1e25, allow_nan=False)
+    | st.sampled_from(["7", "+8", "007", " 9", "x", "", "1e3", "4_0", True, False, None, [], {}, [5], {"n": 5}])
+    | st.text(alphabet="+09:a", max_size=4)
+)
+"""Counters and ids, most of them odd."""
+ROW = st.lists(st.tuples(st.sampled_from(["id", "id", "body", "x:y"]), ODD), max_size=4).map(Obj)
+"""Rows whose field names repeat now and then."""
+TOP_NAMES = [*DOMAIN.containers, *(c.name for c in DOMAIN.counters), "zz_unknown"]
+
+
+def _top_value(name: str) -> st.SearchStrategy[Any]:
+    if name in DOMAIN.containers:
+        keyed = st.lists(st.tuples(st.sampled_from(["a", "b", "c:d"]), ROW), max_size=4).map(Obj)
+        rows = keyed if DOMAIN.containers[name] == "object" else st.lists(ROW, max_size=4)
+        return rows | st.sampled_from([None, [], {}])
+    return ODD
+
+
+STORES = st.lists(
+    st.sampled_from(TOP_NAMES).flatmap(lambda name: _top_value(name).map(lambda value: (name, value))),
+    max_size=10,
+).map(Obj)
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)  # tells 1 from 1.0 and from true, and -0.0 from 0.0
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(STORES, st.randoms(use_true_random=False))
+def test_a_run_refuses_with_nothing_written_or_its_output_holds_every_member_and_value(
+    store: Obj, rng: random.Random
+) -> None:
+    writer = Writer(rng)
+    text = writer.text(store)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {kind: os.path.join(tmp, name) for kind, name in STORE_FILES.items()}
+        with open(paths["domain"], "wb") as handle:
+            handle.write(text)
+        environ = {STORE_VARS[kind]: path for kind, path in paths.items()} | {"WORK_DIR": os.path.join(tmp, "work")}
+        try:
+            commands.run(config.resolve(environ=environ, cwd=tmp), clock=lambda: datetime(2026, 1, 2, tzinfo=UTC))
+        except StoreRefused:
+            with open(paths["domain"], "rb") as handle:
+                assert handle.read() == text
+            assert sorted(os.listdir(tmp)) == [STORE_FILES["domain"]], "nothing written"
+            refused = True
+        else:
+            with open(paths["domain"], "rb") as handle:
+                out = json.loads(handle.read())
+            refused = False
+    members = [name for name, _ in store.members]
+    values = dict(store.members)
+    countable = all(
+        values.get(c.name) is None
+        or (type(by_value(values[c.name])) is int
+            and not (type(values[c.name]) is float and values[c.name] >= transform.EXACT_DOUBLES))
+        for c in DOMAIN.counters
+    )
+    fitting = all(
+        values.get(k) in (None, [], {}) or isinstance(values[k], Obj if kind == "object" else list)
+        for k, kind in DOMAIN.containers.items()
+    )
+    assert refused is (bool(writer.repeats) or not countable or not fitting)
+    event("refused: " + ", ".join(why for why, bad in (("repeated name", writer.repeats), ("counter", not countable),
+                                                     ("container", not fitting)) if bad) if refused else "kept")
+    if refused:
+        return
+    original = json.loads(text)  # no name repeats: the standard library reads every member
+    assert len(original) == len(members)
+    for name, held in original.items():
+        if name in DOMAIN.containers and held in (None, [], {}):
+            assert out[name] == ({} if DOMAIN.containers[name] == "object" else [])
+        elif name.startswith("next_"):
+            assert type(out[name]) is int and out[name] >= (0 if held is None else by_value(held))
+        else:
+            assert _canonical(out[name]) == _canonical(held)
+    for counter in DOMAIN.counters:
+        ids = [transform.row_id(row) for row in transform.rows_of(out[counter.rows_key])]
+        assert all(out[counter.name] > i for i in ids if i < transform.U64_MAX)
+    assert set(out) == set(original) | set(DOMAIN.top_level_keys)
