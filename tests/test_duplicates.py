@@ -126,7 +126,7 @@ TREES = st.recursive(
 ROOTS = st.lists(st.tuples(NAMES.map(lambda n: "x" + n), TREES), max_size=5).map(Obj)
 
 
-@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
 @given(ROOTS, st.randoms(use_true_random=False))
 def test_the_colon_count_finds_exactly_the_texts_that_repeat_a_name_and_the_scan_names_each(
     root: Obj, rng: random.Random

@@ -134,7 +134,7 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True)  # tells 1 from 1.0 and from true, and -0.0 from 0.0
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(STORES, st.randoms(use_true_random=False))
 def test_a_run_refuses_with_nothing_written_or_its_output_holds_every_member_and_value(
     store: Obj, rng: random.Random
