@@ -51,7 +51,7 @@ _encoder = msgspec.json.Encoder()  # member order does not change how many colon
 
 def written(data: bytes | memoryview) -> int:
     """The colons `data` holds, literal or escaped as `\\u003a`: for JSON, one per member plus
-    those in its strings. A memoryview (a mapped file) is counted a few megabytes at a time."""
+    those in its strings. A memoryview (a mapped file) is copied and counted 256 KiB at a time."""
     if isinstance(data, bytes):
         return data.count(b":") + (_escaped(data) if _maybe_escaped(data) else 0)
     colons, maybe = 0, False
@@ -138,8 +138,8 @@ _Part = str | tuple[_Frame, bytes]
 
 
 def locate(data: bytes, kind: StoreKind, limit: int = 1) -> list[Duplicate]:
-    """The first `limit` objects in `data` (valid JSON) that name a member twice, in the order
-    their repeated names appear. Scans every token in Python: only for a store known to hold one."""
+    """The first `limit` members of `data` (valid JSON) that repeat a name of their object, in
+    text order. Scans every token in Python: only for a store known to hold one."""
     found: list[tuple[list[_Part], dict[str, Any] | None, int]] = []
     needed: list[_Frame] = []
     """Objects on the path of a found duplicate that are named by position: all their keys count."""
@@ -227,8 +227,8 @@ def refusal(kind: StoreKind, path: str, sha256: str | None, counted: int, expect
     found = locate(snapshot.data, kind)
     if not found:
         return (
-            f"the output holds {counted} members and strings' colons where the input holds {expected}, yet no "
-            "object names a member twice: a bug in store-migrate, nothing was written",
+            f"the output holds {counted} ':' where {expected} were due, yet no object names a member twice: "
+            "a bug in store-migrate",
             None,
         )
     return (
@@ -255,7 +255,7 @@ def add_to(
                else "the service would keep only the last member of that name"),
         )
         for d in found
-    ] or [validate.Problem("$", f"the parsed file holds {counted} colons where the file holds {expected}, yet no "
+    ] or [validate.Problem("$", f"the parsed file holds {counted} ':' where the file holds {expected}, yet no "
                                 "object names a member twice: a bug in store-migrate")]
     report.unreadable += sum(1 for d in found if d.record)
     report.problems[:0] = problems
