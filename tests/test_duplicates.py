@@ -19,7 +19,7 @@ from conftest import RUN, VERIFY, Stores, load_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from store_migrate import duplicates, jsonio, workers
+from store_migrate import duplicates, jsonio, validate, workers
 from store_migrate.stores import store_kind
 
 AUTH = store_kind("auth")
@@ -274,3 +274,30 @@ def test_verify_strict_reports_a_duplicate_written_into_a_migrated_store(stores:
     done = stores.call(VERIFY, manifest, env={"VERIFY_STRICT": "1"}, check=1)
     assert "$.sessions[#0]: duplicate field, named again at line " in done.stdout + done.stderr
     assert load_json(Path(manifest))["stores"][0]["store"] == "auth"
+
+
+def test_counts_that_disagree_without_a_duplicate_still_refuse_and_say_it_is_a_bug(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from store_migrate import prepare
+    from store_migrate.errors import StoreRefused
+
+    path = tmp_path / "auth.json"
+    path.write_text(f'{{"sessions": {{"a": {session()}}}}}')
+    counted = duplicates.written
+    monkeypatch.setattr(duplicates, "written", lambda data: counted(data) + 1)  # a broken invariant
+    with pytest.raises(StoreRefused) as refused:
+        prepare.prepare("auth", str(path))
+    assert "yet no object names a member twice: a bug in store-migrate" in refused.value.reason
+    assert sorted(os.listdir(tmp_path)) == ["auth.json"], "the temporary file is removed"
+    report = validate.Report("auth")
+    duplicates.add_to(report, AUTH, path.read_bytes(), jsonio.decode(path.read_bytes()))
+    assert not report.readable and "a bug in store-migrate" in report.problems[0].message
+
+
+def test_a_file_changed_before_the_duplicate_is_located_is_refused_without_a_position(tmp_path: Path) -> None:
+    path = tmp_path / "auth.json"
+    path.write_text('{"sessions": {"s": {}, "s": {}}}')
+    reason, position = duplicates.refusal(AUTH, str(path), "0" * 64, 5, 6)
+    assert "names the same member twice (the file has changed since: run again to locate it)" in reason
+    assert position is None
