@@ -14,7 +14,20 @@ from typing import NoReturn
 
 import structlog
 
-from . import access, durable, jsonio, manifest, ondisk, recovery, restore, retention, validate, workdir, workers
+from . import (
+    access,
+    duplicates,
+    durable,
+    jsonio,
+    manifest,
+    ondisk,
+    recovery,
+    restore,
+    retention,
+    validate,
+    workdir,
+    workers,
+)
 from .backfill import (
     RunResult,
     already_recorded,
@@ -274,6 +287,7 @@ def check(kind_name: str, paths: list[str], *, limit: int = validate.DEFAULT_LIM
                 failure = f"does not parse: {exc.reason}" + (f" at {where}" if where else "")
             else:
                 report = validated(kind.name, path, value, jsonio.indent(snapshot.data), limit)
+                duplicates.add_to(report, kind, snapshot.data, value, limit)
         if failure:
             report.unreadable, report.problems = 1, [validate.Problem("$", failure)]
             log.warning("store.validated", store=kind.name, path=path, readable=False, unreadable=1,

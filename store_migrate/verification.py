@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from . import access, durable, jsonio, summary, transform, validate, workers
+from . import access, duplicates, durable, jsonio, summary, transform, validate, workers
 from .errors import StoreMigrateError
 from .logs import timed
 from .manifest import Manifest, StoreEntry
@@ -173,6 +173,8 @@ def _check_live(
             as_written = canonical and live.sha256 == entry.after_sha256
             indented = live.data if as_written else jsonio.indent(live.data)
             check.report = validated(entry.store, entry.path, value, indented, typed=typed_ok)
+            if not as_written:  # this tool encodes a parsed tree, which cannot name a member twice
+                duplicates.add_to(check.report, kind, live.data, value)
             if isinstance(value, dict):
                 check.problems.extend(_count_problems(entry.counts, transform.counts(kind, value)))
             workers.outlive(value)
