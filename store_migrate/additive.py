@@ -10,7 +10,10 @@ in the live store, apart from the two changes the backfill documents:
   rule gives for the backup's counter and rows (transform's own functions, `_counter_rule`).
 
 Members the live store holds beyond the backup's (records the service wrote since) are
-additions, not differences: the verdict is about what was lost or changed. Equal means the same
+additions, not differences: the verdict is about what was lost or changed. An object of the
+backup that names a member twice is a difference too: parsing keeps only the last of the two (as
+the earlier implementation did), so the live store cannot hold both (duplicates.py finds them by
+counting colons). Equal means the same
 JSON value exactly: the same type (an integer never equals a number written with a fraction or
 exponent, `1` and `1.0` differ, nor `true`) and the same value (integers exactly at any size,
 floats as the doubles the strict parser reads, so a float whose last digit moved differs, and
@@ -42,7 +45,7 @@ from typing import Any
 
 import structlog
 
-from . import durable, jsonio, transform, typed, workers
+from . import duplicates, durable, jsonio, transform, typed, workers
 from .logs import timed
 from .manifest import StoreEntry
 from .redact import Positions
@@ -58,12 +61,12 @@ _CONTAINER: dict[str, type] = {"object": dict, "array": list}
 _OTHER: dict[str, type] = {"object": list, "array": dict}
 
 
-def _counter_rule(before: Any, rows: Any) -> int | None:
-    """What the backfill's counter rule makes of a counter holding `before` (None when absent)
-    over `rows`, or None when the rule refuses such a counter. The one place that calls the
-    transform's counter functions: keep it so when they change (the rule is theirs, not ours)."""
+def _counter_rule(name: str, before: Any, rows: Any) -> int | None:
+    """What the backfill's counter rule makes of the counter `name` holding `before` (None when
+    absent) over `rows`, or None when the rule refuses such a counter (it would refuse the store).
+    The one place that calls the transform's counter functions: the rule is theirs, not ours."""
     try:
-        return max(transform.counter_value(before), transform.next_id(rows))
+        return max(transform.counter_value(name, before), transform.next_id(rows))
     except transform.ShapeRefusal:
         return None
 
@@ -191,7 +194,8 @@ def _compare(kind: StoreKind, store: str, backup: bytes | memoryview, live: _Liv
             value = typed.decode(kind, backup)
         except typed.Declined:
             value = None
-    if value is not None and _holds_canonical(live, expected(kind, value)):
+    members = duplicates.written(backup)
+    if value is not None and _holds_canonical(live, expected(kind, value), members + _added(kind, value)):
         return Additive(store, True, "canonical")
     data = bytes(backup)
     try:
@@ -201,7 +205,8 @@ def _compare(kind: StoreKind, store: str, backup: bytes | memoryview, live: _Liv
         return Additive(store, False, "walk", [Difference(
             "$", f"the backup does not parse ({exc.reason}{f' at {where}' if where else ''}): the live store "
                  "cannot be shown to hold what it held")], 1)
-    if value is None and isinstance(before, dict) and _holds_canonical(live, expected(kind, dict(before))):
+    if value is None and isinstance(before, dict) and _holds_canonical(
+            live, expected(kind, dict(before)), members + _added(kind, before)):
         return Additive(store, True, "canonical")
     del value
     text = live.whole()
@@ -212,6 +217,11 @@ def _compare(kind: StoreKind, store: str, backup: bytes | memoryview, live: _Liv
         return Additive(store, False, "walk", [Difference(
             "$", f"the live store does not parse ({exc.reason}{f' at {where}' if where else ''})")], 1)
     walk = _Walk(kind, limit)
+    if duplicates.tree_colons(before) != members:  # the parse kept the last of two members of one name
+        for twice in duplicates.locate(data, kind, limit) or [duplicates.Duplicate("$", 0, False)]:
+            walk.add_at(twice.pointer, f"names a member twice in the backup (again at {twice.position(data)}): the "
+                                       "live store can hold only one of the two (the earlier implementation kept "
+                                       "the last)")
     walk.root(before, after)
     workers.outlive((before, after))
     return Additive(store, walk.count == 0, "walk", walk.found, walk.count)
@@ -226,21 +236,29 @@ def expected(kind: StoreKind, value: dict[str, Any]) -> dict[str, Any]:
         if held is None or (isinstance(held, _OTHER[container]) and not held):
             result[key] = _CONTAINER[container]()
     for counter in kind.counters:
-        raised = _counter_rule(value.get(counter.name), result.get(counter.rows_key))
+        raised = _counter_rule(counter.name, value.get(counter.name), result.get(counter.rows_key))
         if raised is not None:
             result[counter.name] = raised
     return result
 
 
-def _holds_canonical(live: _Live, value: dict[str, Any]) -> bool:
+def _added(kind: StoreKind, value: dict[str, Any]) -> int:
+    """How many members `expected` adds to the backup's top level (the keys it lacked)."""
+    return sum(1 for key in (*kind.containers, *(c.name for c in kind.counters)) if key not in value)
+
+
+def _holds_canonical(live: _Live, value: dict[str, Any], members: int) -> bool:
     """Whether the live bytes are exactly the canonical bytes of `value`, compared piece by piece
-    (stops at the first piece that differs)."""
+    (stops at the first piece that differs), and `value` holds `members` members (the backup's
+    and those added): when it holds fewer, the backup named a member twice and the parse kept
+    one of them (duplicates.py counts both by their colons)."""
     at = 0
-    for piece in jsonio.CanonicalPieces(value):
+    pieces = jsonio.CanonicalPieces(value)
+    for piece in pieces:
         if at + len(piece) > len(live) or not live.holds(piece, at):
             return False
         at += len(piece)
-    return at == len(live)
+    return at == len(live) and pieces.colons == members
 
 
 # ------------------------------------------------------------------------------ the walk
@@ -285,6 +303,11 @@ class _Walk:
         self.count += 1
         if len(self.found) < self.limit:
             self.found.append(Difference(self.pointer(path), message))
+
+    def add_at(self, pointer: str, message: str) -> None:
+        self.count += 1
+        if len(self.found) < self.limit:
+            self.found.append(Difference(pointer, message))
 
     def pointer(self, path: tuple[Step, ...]) -> str:
         text = "$"
@@ -338,8 +361,8 @@ class _Walk:
         if before is _ABSENT and after is _ABSENT:
             return
         current = None if before is _ABSENT else before
-        raised = _counter_rule(current, rows[0])
-        if type(after) is int and after in (raised, _counter_rule(current, rows[1])):
+        raised = _counter_rule(name, current, rows[0])
+        if type(after) is int and after in (raised, _counter_rule(name, current, rows[1])):
             return
         if after is _ABSENT:
             self.add(path, f"counter is missing in the live store (the backup holds {_describe_counter(before)})")

@@ -177,8 +177,10 @@ def prepare_all(
         for i in sorted(rest, key=lambda i: -sizes[i]):
             if os.path.isfile(targets[i]):
                 early.start(settings.stores[i].kind, targets[i])
-    with progress.task(f"parsing, checking and encoding {len(rest)} store(s)", sum(sizes[i] for i in rest)) as advance:
-        finished: list[int] = []
+    rest_sizes = [sizes[i] for i in rest]
+    with workers.forked(_prepare_job, jobs, rest_sizes) as pool, \
+            progress.task(f"parsing, checking and encoding {len(rest)} store(s)", sum(rest_sizes)) as advance:
+        finished: list[int] = []  # the workers are forked before the progress display starts a thread
 
         def finish(job: int) -> None:
             advance(sizes[rest[job]])
@@ -186,7 +188,7 @@ def prepare_all(
             if early is not None and len(jobs) - len(finished) < 2:  # a core is free
                 early.release()
 
-        full = workers.map_stores(_prepare_job, jobs, [sizes[i] for i in rest], on_done=finish)
+        full = pool.results(on_done=finish)
     outcomes: list[PreparedStore | BaseException] = [done for done in shortcuts if done is not None]
     for i, outcome in zip(rest, full, strict=True):
         outcomes.insert(i, outcome)
@@ -218,8 +220,12 @@ def backup_and_replace(
         backups = _back_up(prepared, stamp, backup_dir, progress, early)
         record = _pending(moment, prepared, backups, backup_dir)
         durable.create_new(manifest_path, record.to_bytes())
-    except BaseException:
+    except BaseException as exc:
         with interrupts.shielded(then_stop=False):
+            if os.path.lexists(manifest_path):  # written, then a sync failed: it must say what happened
+                if isinstance(exc, (OSError, StoreMigrateError)):
+                    raise _fail(record, manifest_path, [], exc) from exc
+                raise
             _drop(backup_dir)
         raise
     replaced: Replaced = []

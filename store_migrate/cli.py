@@ -18,12 +18,17 @@ gc.disable()
 
 import os  # noqa: E402
 import signal  # noqa: E402
+import sys  # noqa: E402
 
 
 def _stop(signum: int, _: object) -> None:
     """Until a command that changes stores takes over the signals (interrupts.py), a signal stops
     the process at once with the usual `error:` line: nothing has been changed yet (imports,
-    option parsing), or the command only reads (verify, check, a dry run)."""
+    option parsing), or the command only reads (verify, check, a dry run). Once a command has
+    completed its changes, only printing is left, and the signal is ignored."""
+    interrupts = sys.modules.get("store_migrate.interrupts")
+    if interrupts is not None and interrupts.completed():
+        return
     os.write(2, f"error: interrupted by {signal.Signals(signum).name}\n".encode())
     os._exit(128 + signum)
 
@@ -31,8 +36,8 @@ def _stop(signum: int, _: object) -> None:
 for _signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
     signal.signal(_signum, _stop)
 
+import contextlib  # noqa: E402
 import json  # noqa: E402
-import sys  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from enum import StrEnum  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -104,7 +109,8 @@ def _fail(message: str, hint: str | None = None, code: int = EXIT_FAILED) -> NoR
 
 
 def _call(log_format: LogFormat, quiet: bool, work: Callable[[], None]) -> None:
-    """Configure logging, run `work`, and map library errors to exit code 1 without a traceback."""
+    """Configure logging, run `work`, and map library errors to exit code 1 without a traceback
+    (a permission error names the path, the user and what to do next)."""
     from .errors import StoreMigrateError
     from .logs import configure
 
@@ -113,10 +119,40 @@ def _call(log_format: LogFormat, quiet: bool, work: Callable[[], None]) -> None:
         work()
     except StoreMigrateError as exc:
         _fail(exc.message, exc.hint, exc.exit_code)
+    except PermissionError as exc:
+        from .access import explain
+
+        denied = explain(exc)
+        _fail(denied.message, denied.hint)
     except OSError as exc:
         from .errors import describe_os_error
 
         _fail(describe_os_error(exc))
+
+
+def _emit(lines: list[str], after: str) -> bool:
+    """Print the drop-in stdout lines. When stdout is gone (a closed pipe: `| head -n 1`, or
+    closed outright) the work they report is still done: log that they could not be printed
+    (`stdout.closed`, with the lines) and return False instead of failing."""
+    import errno
+    import os
+
+    import structlog
+
+    error = "stdout is closed"
+    try:
+        if sys.stdout is not None:  # None: started with no stdout at all
+            for line in lines:
+                typer.echo(line)
+            return True
+    except OSError as exc:
+        if exc.errno not in (errno.EPIPE, errno.EBADF):
+            raise
+        error = exc.strerror or str(exc)
+        with contextlib.suppress(OSError, ValueError):  # nothing more reaches it, not even the flush at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    structlog.get_logger("store_migrate").warning("stdout.closed", after=after, unprinted=lines, error=error)
+    return False
 
 
 def _progress(quiet: bool) -> Any:
@@ -161,10 +197,12 @@ def _counter_before(value: Any) -> str:
     return f"({json_type(value)})"
 
 
-def _print_dry_run(prepared: list[Any]) -> None:
+def _print_dry_run(prepared: list[Any], settings: Any) -> None:
+    sources = {s.kind: settings.origin(s.source) for s in settings.stores}
     for p in prepared:
         before = "missing (would be created)" if p.before is None else f"exists, {p.before.size} bytes"
         typer.echo(f"dry run: [{p.store}] {p.path} ({before})")
+        typer.echo(f"  path from: {sources[p.store]}")
         if p.reused:
             typer.echo(f"  already migrated (bytes recorded by {p.reused}); nothing to parse")
         if p.added_keys:
@@ -191,6 +229,11 @@ def run_command(
         bool, typer.Option("--allow-empty", help="Treat a store file of zero bytes as an empty store instead of "
                            "refusing it.")
     ] = False,
+    allow_missing: Annotated[
+        bool, typer.Option("--allow-missing", envvar="ALLOW_MISSING", help="This is a new environment: create "
+                           "the stores even when none of the three exists (without it the run refuses, naming "
+                           "the paths and where they came from). ALLOW_MISSING=1 turns it on.")
+    ] = False,
     strict: Annotated[
         bool, typer.Option("--strict", help="Refuse (nothing written) when the service could not read a record "
                            "of a migrated store, instead of warning.")
@@ -206,10 +249,15 @@ def run_command(
     """Backfill the auth, codex-thread and domain stores to the current shape.
 
     Store paths come from AUTH_STORE_PATH, CODEX_THREAD_STORE_PATH and DOMAIN_STORE_PATH (else
-    the service's OA_* variables, else defaults under $ROOT_DIR); backups and the manifest go
-    under $WORK_DIR. A store that cannot be migrated without losing data is refused: exit 1 and
-    nothing is written. Records the service could not read after the migration are logged as
-    warnings and counted in the manifest (validation_problems). Safe to rerun.
+    the service's OA_* variables, else defaults under $ROOT_DIR: the checkout holding the
+    wrapper when it sits in apps/openagents.com/service/scripts/); backups and the manifest go
+    under $WORK_DIR. Each missing store is a warning; when none exists the run refuses unless
+    --allow-missing. Refused up front, with what to do, when this user could not read or replace
+    a store or write the work directory. A store that cannot be migrated without losing data is
+    refused: exit 1 and nothing is written. Records the service could not read after the
+    migration are logged as warnings and counted in the manifest (validation_problems). Safe to
+    rerun. A run that migrated the stores exits 0 even when stdout is closed (logged as
+    stdout.closed).
     """
 
     def work() -> None:
@@ -217,14 +265,17 @@ def run_command(
 
         settings = config.resolve()
         if dry_run:
-            _print_dry_run(commands.dry_run(settings, allow_empty=allow_empty, strict=strict,
-                                            progress=_progress(quiet)))
+            prepared = commands.dry_run(settings, allow_empty=allow_empty, allow_missing=allow_missing,
+                                        strict=strict, progress=_progress(quiet))
+            _print_dry_run(prepared, settings)
             return
-        result = commands.run(settings, allow_empty=allow_empty, strict=strict, lock_timeout=lock_timeout,
-                              progress=_progress(quiet))
-        typer.echo(f"rust-store-migrate: wrote manifest to {result.manifest_path}")
-        typer.echo(f"[rust-store-backfill] manifest: {result.manifest_path}")
-        typer.echo(f"[rust-store-backfill] backups: {result.backup_dir}")
+        result = commands.run(settings, allow_empty=allow_empty, allow_missing=allow_missing, strict=strict,
+                              lock_timeout=lock_timeout, progress=_progress(quiet))
+        _emit([
+            f"rust-store-migrate: wrote manifest to {result.manifest_path}",
+            f"[rust-store-backfill] manifest: {result.manifest_path}",
+            f"[rust-store-backfill] backups: {result.backup_dir}",
+        ], after=f"run completed, manifest {result.manifest_path}")
 
     _call(log_format, quiet, work)
 
@@ -235,9 +286,15 @@ def run_command(
 def verify_command(
     manifest: ManifestArgument,
     strict: Annotated[
-        bool, typer.Option("--strict", envvar="VERIFY_STRICT", help="Parse and validate every store in full and "
-                           "fail (exit 1) when the service could not read a record; without it such records "
-                           "are warnings. VERIFY_STRICT=1 turns it on.")
+        bool, typer.Option("--strict", envvar="VERIFY_STRICT", help="Parse and validate every store in full, "
+                           "even where the run recorded its verdict for these exact bytes. VERIFY_STRICT=1 turns "
+                           "it on.")
+    ] = False,
+    allow_unreadable: Annotated[
+        bool, typer.Option("--allow-unreadable", envvar="VERIFY_ALLOW_UNREADABLE", help="Records the service "
+                           "cannot read are a warning, not a failure (for an environment that knowingly carries "
+                           "them). Without it they fail the store, and the first ones are listed. "
+                           "VERIFY_ALLOW_UNREADABLE=1 turns it on.")
     ] = False,
     baseline: Annotated[
         Path | None, typer.Option("--baseline", metavar="OTHER_MANIFEST", help="Compare the counts with another "
@@ -266,43 +323,59 @@ def verify_command(
     """Verify the stores of a manifest: checksums, shape, counts, backups, service readability.
 
     Prints `ok: [<store>] <path>` for each good store and every problem as `error: [<store>] ...`
-    on stderr (records the service could not read: `warning: [<store>] ...`, errors with
-    --strict). With --baseline, the comparison of `store-migrate compare` (this manifest as B)
-    must pass too; with --additive, every store must hold all its backup held. Exit 0 when all
-    stores pass, 1 otherwise, 2 on a usage error.
+    on stderr. Records the service cannot read fail the store (with the first ones listed),
+    from the verdict the run recorded for these exact bytes or from a full validation; with
+    --allow-unreadable they are `warning: [<store>] ...`. A file this user may not read fails
+    too, with what to do. With --baseline, the comparison of `store-migrate compare` (this
+    manifest as B) must pass too; with --additive, every store must hold all its backup held.
+    Exit 0 when all stores pass, 1 otherwise, 2 on a usage error.
     """
 
     def work() -> None:
         from . import commands
         from . import report as evidence
 
-        result = commands.verify(str(manifest), strict=strict, baseline=None if baseline is None else str(baseline),
-                                 max_drop=max_drop, additive=additive, progress=_progress(quiet))
+        result = commands.verify(str(manifest), strict=strict, allow_unreadable=allow_unreadable,
+                                 baseline=None if baseline is None else str(baseline), max_drop=max_drop,
+                                 additive=additive, progress=_progress(quiet))
         document = evidence.verify_evidence(result, str(manifest))
         if report is not None:
             _write_report(report, evidence.markdown(document))
         if as_json:
-            typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+            _emit([json.dumps(document, indent=2, ensure_ascii=False)], after=f"verify of {manifest}")
         else:
             _print_verify(result, str(manifest))
         if not result.ok:
-            _fail(f"rust store backfill verification failed: {manifest}",
-                  "do not move traffic; roll back with this manifest if the service is affected")
+            _fail(f"rust store backfill verification failed: {manifest}", _verify_hint(result, str(manifest)))
         if not as_json:
-            typer.echo(f"rust store backfill verification passed: {manifest}")
+            _emit([f"rust store backfill verification passed: {manifest}"], after=f"verify of {manifest}")
 
     _call(log_format, quiet, work)
 
 
+def _verify_hint(result: Any, manifest: str) -> str:
+    """What to do after a failed verify: a permission problem is no reason to roll back."""
+    if result.only_denied:
+        return ("this user may not read the files named above (a permission, not the migration): rerun verify "
+                "as root or as the stores' owner; do not roll back for this")
+    hint = "do not move traffic; roll back with this manifest if the service is affected"
+    if any(check.unreadable and not check.unreadable_allowed for check in result.stores):
+        hint += ("; records the service cannot read fail verify unless the environment knowingly carries them "
+                 "(--allow-unreadable, VERIFY_ALLOW_UNREADABLE=1)")
+    if any(check.denied for check in result.stores):
+        hint += "; the permission problems named above are not a reason to roll back: fix them and rerun verify"
+    return hint
+
+
 def _print_verify(result: Any, manifest: str) -> None:
     for check in result.stores:
-        if not check.failed(result.strict):
-            typer.echo(f"ok: [{check.store}] {check.path}")
+        if not check.failed():
+            _emit([f"ok: [{check.store}] {check.path}"], after=f"verify of {manifest}")
         for problem in check.problems:
             typer.echo(f"error: [{check.store}] {problem}", err=True)
         unread = check.report
         if unread is not None and not unread.readable:
-            word = "error" if result.strict else "warning"
+            word = "warning" if check.unreadable_allowed else "error"
             typer.echo(f"{word}: [{check.store}] the service cannot read {unread.unreadable} record(s); first:",
                        err=True)
             for item in unread.problems:
@@ -310,17 +383,17 @@ def _print_verify(result: Any, manifest: str) -> None:
             if not unread.problems:
                 typer.echo("  (as recorded by the run; `verify --strict` or `check` lists them)", err=True)
     for check in result.stores:
-        _print_additive(check)
+        _print_additive(check, manifest)
     for problem in result.problems:
         typer.echo(f"error: {problem}", err=True)
 
 
-def _print_additive(check: Any) -> None:
+def _print_additive(check: Any, manifest: str) -> None:
     proof = check.additive
     if proof is None:
         return
     if proof.ok:
-        typer.echo(f"additive: [{check.store}] nothing lost or changed ({proof.method})")
+        _emit([f"additive: [{check.store}] nothing lost or changed ({proof.method})"], after=f"verify of {manifest}")
     elif proof.reason is not None:
         typer.echo(f"error: [{check.store}] not additive: cannot be proven: {proof.reason}", err=True)
     else:
@@ -417,19 +490,23 @@ def prune_command(
     keep: Annotated[int, typer.Option("--keep", min=1, help="How many of the newest manifests to keep.",
                                       show_default=False)],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")] = False,
+    lock_timeout: LockTimeoutOption = 30.0,
     log_format: LogFormatOption = LogFormat.auto,
     quiet: QuietOption = False,
 ) -> None:
     """Remove old manifests and their backup directories from $WORK_DIR.
 
-    Never the newest --keep, and never a manifest whose stores currently hash to its after_sha256
-    (its rollback may still be needed). Prints every manifest and directory it removes.
+    Never the newest --keep, never a pending one, never one with a store it changed that still
+    hashes to its after_sha256 (its rollback may still be needed). Removes only what runs make
+    (manifests/<TIMESTAMP>.json, backups/<TIMESTAMP>/ holding only backups), never follows a link,
+    and holds the stores' lock like a run. Prints every manifest and directory it removes, and
+    why it kept the others.
     """
 
     def work() -> None:
         from . import commands, config
 
-        result = commands.prune(config.resolve(), keep=keep, dry_run=dry_run)
+        result = commands.prune(config.resolve(), keep=keep, dry_run=dry_run, lock_timeout=lock_timeout)
         word = "would remove" if dry_run else "removed"
         for path in result.removed:
             typer.echo(f"{word}: {path}")
@@ -472,11 +549,12 @@ def compare_command(
         from . import compare
 
         result = compare.compare_files(str(a), str(b), max_drop=max_drop)
+        done = f"compare of {b} against {a}"
         if as_json:
-            typer.echo(json.dumps({"kind": "compare", **compare.to_json(result)}, indent=2, ensure_ascii=False))
+            document = {"kind": "compare", **compare.to_json(result)}
+            _emit([json.dumps(document, indent=2, ensure_ascii=False)], after=done)
         else:
-            for line in compare.text(result):
-                typer.echo(line)
+            _emit(compare.text(result), after=done)
         for finding in result.findings:
             where = f"[{finding.store}] " if finding.store else ""
             typer.echo(f"error: {where}{finding.message}", err=True)
@@ -484,7 +562,7 @@ def compare_command(
             _fail(f"compare failed: {len(result.findings)} finding(s) for {b} against {a}",
                   "do not retry production until each one is explained")
         if not as_json:
-            typer.echo(f"compare passed: {b} holds every count of {a} (--max-drop {max_drop})")
+            _emit([f"compare passed: {b} holds every count of {a} (--max-drop {max_drop})"], after=done)
 
     _call(log_format, quiet, work)
 
@@ -536,17 +614,18 @@ def schema_diff_command(
             assert old is not None and new is not None
             result = schemadiff.diff_paths(str(old), str(new))
         if as_json:
-            typer.echo(json.dumps({"kind": "schema-diff", **result.to_json()}, indent=2, ensure_ascii=False))
+            _emit([json.dumps({"kind": "schema-diff", **result.to_json()}, indent=2, ensure_ascii=False)],
+                  after="schema-diff")
         else:
-            for change in result.changes:
-                typer.echo(f"{change.verdict}: {change.file}{change.pointer}: {change.sentence}")
+            _emit([f"{c.verdict}: {c.file}{c.pointer}: {c.sentence}" for c in result.changes], after="schema-diff")
         unsafe = [c for c in result.changes if not c.safe]
         if unsafe:
             _fail(f"{len(unsafe)} of {len(result.changes)} schema change(s) are not safe while both releases run",
                   "keep the change for a later release, or make it additive (a new optional field, a new "
                   "top-level key)")
         if not as_json:
-            typer.echo(f"schema-diff: safe: {len(result.changes)} change(s), each safe while both releases run")
+            _emit([f"schema-diff: safe: {len(result.changes)} change(s), each safe while both releases run"],
+                  after="schema-diff")
 
     _call(log_format, quiet, work)
 

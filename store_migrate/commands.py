@@ -9,12 +9,26 @@ and refusals raise StoreMigrateError.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import structlog
 
-from . import compare, durable, jsonio, manifest, ondisk, recovery, restore, validate, workdir, workers
+from . import (
+    access,
+    compare,
+    duplicates,
+    durable,
+    jsonio,
+    manifest,
+    ondisk,
+    recovery,
+    restore,
+    retention,
+    validate,
+    workdir,
+    workers,
+)
 from .additive import Additive
 from .additive import check as prove_additive
 from .backfill import (
@@ -26,8 +40,8 @@ from .backfill import (
     remove_leftovers,
 )
 from .backups import EarlyCopies
-from .config import Settings
-from .errors import RollbackRefused, StoreMigrateError
+from .config import Settings, check_present
+from .errors import RollbackRefused
 from .interrupts import interruptible, shielded
 from .lock import locked
 from .manifest import PENDING, REVERTED, Clock, Manifest, StoreEntry, utc_now
@@ -35,27 +49,31 @@ from .prepare import PreparedStore, read_store, validated
 from .progress import SILENT, Progress
 from .recovery import pending_runs, recover
 from .restore import RollbackAction, RollbackResult
+from .retention import PruneResult
 from .stores import store_kind
 from .verification import StoreCheck, VerifyResult, verify_store
 from .workdir import WorkDir
 
 log = structlog.get_logger("store_migrate")
 
-__all__ = ["RollbackAction", "RollbackResult", "RunResult", "StoreCheck", "VerifyResult", "check", "dry_run",
-           "prune", "rollback", "run", "verify"]
+__all__ = ["PruneResult", "RollbackAction", "RollbackResult", "RunResult", "StoreCheck", "VerifyResult", "check",
+           "dry_run", "prune", "rollback", "run", "verify"]
 
 
 def run(
     settings: Settings,
     *,
     allow_empty: bool = False,
+    allow_missing: bool = False,
     strict: bool = False,
     lock_timeout: float = 30.0,
     clock: Clock = utc_now,
     progress: Progress = SILENT,
 ) -> RunResult:
-    """Backfill every store: prepare all, back up all, write a pending manifest, replace, complete."""
-    targets = _preflight(settings)
+    """Backfill every store: prepare all, back up all, write a pending manifest, replace, complete.
+    Refuses first when no store exists (unless `allow_missing`), a path is unsafe, or this user
+    lacks a permission."""
+    targets = _preflight(settings, allow_missing)
     work = WorkDir(settings.work_dir)
     with interruptible(), locked(targets, lock_timeout):
         remove_leftovers(targets, settings.work_dir)
@@ -83,24 +101,34 @@ def run(
 
 
 def dry_run(
-    settings: Settings, *, allow_empty: bool = False, strict: bool = False, progress: Progress = SILENT
+    settings: Settings,
+    *,
+    allow_empty: bool = False,
+    allow_missing: bool = False,
+    strict: bool = False,
+    progress: Progress = SILENT,
 ) -> list[PreparedStore]:
     """Everything a run does but write: each store read, checked, transformed, validated and
-    encoded in memory. Refuses exactly as a run would. Leaves no file behind (no backup, manifest
-    or temporary file; the lock is a kernel lock on the directory, not a file)."""
-    targets = _preflight(settings)
+    encoded in memory. Refuses exactly as a run would, permissions included. Leaves no file
+    behind (no backup, manifest or temporary file; the lock is a kernel lock on the directory,
+    not a file)."""
+    targets = _preflight(settings, allow_missing)
     prepared = prepare_all(settings, targets, allow_empty, strict, known_results(settings), progress, write=False)
     log.info("run.dry", stores=[p.store for p in prepared], would_change=[p.store for p in prepared if p.changed])
     return prepared
 
 
-def _preflight(settings: Settings) -> list[str]:
-    """Before any lock or write: every store path leads safely to a regular file or to nothing,
-    no two stores are one file, none lies in the work directory, and the parts of the work
-    directory that exist are trusted. The store paths with every link resolved."""
+def _preflight(settings: Settings, allow_missing: bool) -> list[str]:
+    """What a run and a dry run check before any lock, read or write: where the stores are (and
+    that some exist); that every store path leads safely to a regular file or to nothing, no two
+    stores are one file and none lies in the work directory (ondisk.py); that the parts of the
+    work directory that exist are trusted (workdir.py); and that this user may do everything the
+    run does (access.py). The store paths with every link resolved."""
     ondisk.require_printable(settings.work_dir, "work directory (WORK_DIR)")
+    check_present(settings, allow_missing=allow_missing)
     located = ondisk.locate_stores([(s.kind, s.path, s.source) for s in settings.stores], settings.work_dir)
     WorkDir(settings.work_dir).check()
+    access.check_run(settings)
     return [found.target for found in located]
 
 
@@ -108,16 +136,19 @@ def verify(
     manifest_path: str,
     *,
     strict: bool = False,
+    allow_unreadable: bool = False,
     baseline: str | None = None,
     max_drop: int = 0,
     additive: bool = False,
     progress: Progress = SILENT,
 ) -> VerifyResult:
     """Check every store of a manifest: checksum, shape, counts, its backup, and whether the
-    service can read it (a failure with `strict`, else a warning). With `baseline` (another
-    manifest), the comparison of compare.py: a count that dropped by more than `max_drop`, more
-    unreadable records, an incomplete baseline fail. With `additive`, every store must hold
-    every member and value of its backup (additive.py). Reports every problem."""
+    service can read it: from the verdict the run recorded when the bytes are the recorded ones,
+    else (and always with `strict`) from a full validation; records it cannot read fail the
+    store unless `allow_unreadable`. With `baseline` (another manifest), the comparison of
+    compare.py: a count that dropped by more than `max_drop`, more unreadable records, an
+    incomplete baseline fail. With `additive`, every store must hold every member and value of
+    its backup (additive.py). Reports every problem."""
     record = manifest.load(manifest_path)
     earlier = None if baseline is None else compare.load(baseline)
     problems = []
@@ -135,14 +166,16 @@ def verify(
     canonical = record.transform_version is not None
     located = [_pinned(entry, allow_dangling=True) for entry in record.stores]
     usable = [i for i, found in enumerate(located) if not isinstance(found, str)]
-    jobs: list[tuple[Any, ...]] = [("verify", record.stores[i], located[i], canonical, strict) for i in usable]
+    jobs: list[tuple[Any, ...]] = [("verify", record.stores[i], located[i], canonical, strict, allow_unreadable)
+                                   for i in usable]
     sizes = [durable.size_of(record.stores[i].path) for i in usable]
     if additive:  # jobs of their own: the biggest store's proof runs beside the other stores' checks
         jobs += [("additive", *job[1:]) for job in jobs]
         sizes += [size + durable.size_of(record.stores[i].backup_path or "") for i, size in zip(usable, sizes,
                                                                                                  strict=True)]
-    with progress.task(f"verifying {len(usable)} store(s)", sum(sizes)) as advance:
-        outcomes = workers.map_stores(_verify_job, jobs, sizes, on_done=lambda i: advance(sizes[i]))
+    with workers.forked(_verify_job, jobs, sizes) as pool, \
+            progress.task(f"verifying {len(usable)} store(s)", sum(sizes)) as advance:  # forked first: no thread yet
+        outcomes = pool.results(on_done=lambda i: advance(sizes[i]))
     done = dict(zip(usable, outcomes, strict=False))
     proofs = dict(zip(usable, outcomes[len(usable):], strict=False))
     checks: list[StoreCheck] = []
@@ -167,15 +200,15 @@ def verify(
                 by_store[finding.store].problems.append(finding.message)
             else:
                 problems.append(finding.message if finding.store is None else f"[{finding.store}] {finding.message}")
-    return VerifyResult(record, problems, checks, strict, additive, comparison)
+    return VerifyResult(record, problems, checks, strict, allow_unreadable, additive, comparison)
 
 
 def _verify_job(
-    what: str, entry: StoreEntry, located: ondisk.Located, canonical: bool, strict: bool
+    what: str, entry: StoreEntry, located: ondisk.Located, canonical: bool, strict: bool, allow_unreadable: bool
 ) -> StoreCheck | Additive:
     if what == "additive":
         return prove_additive(entry, located.target)
-    return verify_store(entry, located.target, canonical, strict)
+    return verify_store(entry, located.target, canonical, strict, allow_unreadable)
 
 
 def _paths(record: Manifest) -> set[str]:
@@ -279,6 +312,7 @@ def check(kind_name: str, paths: list[str], *, limit: int = validate.DEFAULT_LIM
                 failure = f"does not parse: {exc.reason}" + (f" at {where}" if where else "")
             else:
                 report = validated(kind.name, path, value, jsonio.indent(snapshot.data), limit)
+                duplicates.add_to(report, kind, snapshot.data, value, limit)
         if failure:
             report.unreadable, report.problems = 1, [validate.Problem("$", failure)]
             log.warning("store.validated", store=kind.name, path=path, readable=False, unreadable=1,
@@ -287,57 +321,9 @@ def check(kind_name: str, paths: list[str], *, limit: int = validate.DEFAULT_LIM
     return results
 
 
-@dataclass
-class PruneResult:
-    removed: list[str] = field(default_factory=list)
-    """Manifests and backup directories removed."""
-    kept: list[tuple[str, str]] = field(default_factory=list)
-    """Manifests kept, each with the reason."""
-
-
-def prune(settings: Settings, *, keep: int, dry_run: bool = False) -> PruneResult:
-    """Remove old manifests and their backup directories: never the newest `keep`, never one
-    whose stores currently hash to its after_sha256 (its rollback may still be needed), never
-    one whose backup directory holds a newer file that a forced rollback kept."""
-    result = PruneResult()
-    hashes: dict[str, str | None] = {}
-
-    def current(path: str) -> str | None:
-        if path not in hashes:
-            try:
-                hashes[path] = durable.hash_file(path)[0]
-            except OSError:
-                hashes[path] = None
-        return hashes[path]
-
-    directory = settings.manifests_dir
-    names = sorted(n for n in os.listdir(directory) if n.endswith(".json")) if os.path.isdir(directory) else []
-    newest = set(names[-keep:]) if keep > 0 else set()
-    for name in names:
-        path = os.path.join(directory, name)
-        if name in newest:
-            result.kept.append((path, f"one of the newest {keep}"))
-            continue
-        try:
-            record = manifest.load(path)
-        except StoreMigrateError as exc:
-            result.kept.append((path, f"unreadable, left for a person to look at: {exc.message}"))
-            continue
-        live = [e.store for e in record.stores if current(e.path) == e.after_sha256]
-        if live:
-            result.kept.append((path, f"{', '.join(live)} still hold its after_sha256: its rollback may be needed"))
-            continue
-        backups = record.backup_dir or os.path.join(settings.backups_root, name.removesuffix(".json"))
-        kept_copies = sorted(n for n in os.listdir(backups) if n.endswith(".pre-rollback.json")) \
-            if os.path.isdir(backups) else []
-        if kept_copies:
-            result.kept.append((path, f"its backups hold files a forced rollback kept ({', '.join(kept_copies)}); "
-                                      "remove them by hand once they are not needed"))
-            continue
-        if not dry_run:
-            durable.remove(path)
-            if os.path.isdir(backups) and os.path.dirname(os.path.abspath(backups)) == settings.backups_root:
-                durable.remove_tree(backups)
-        log.info("manifest.pruned", path=path, backups=backups, dry_run=dry_run)
-        result.removed += [path, backups]
-    return result
+def prune(settings: Settings, *, keep: int, dry_run: bool = False, lock_timeout: float = 30.0) -> PruneResult:
+    """Remove old manifests and their backup directories, under the same lock as a run: never
+    the newest `keep`, never one a store it changed still needs, never anything a run did not
+    make, never through a link (retention.py has the rules)."""
+    with locked([s.path for s in settings.stores], lock_timeout):
+        return retention.prune(settings, keep, dry_run)

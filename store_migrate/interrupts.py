@@ -60,6 +60,7 @@ def interruptible() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        _state.completed = _state.completed or _state.done
         _state.deferred, _state.done = None, False
 
 
@@ -67,9 +68,16 @@ class _State:
     shielded = 0
     deferred: int | None = None
     done = False
+    completed = False
 
 
 _state = _State()
+
+
+def completed() -> bool:
+    """Whether a command of this process completed its changes (`done`): what is left is printing,
+    which a signal must not turn into a failure (the CLI's own handler asks)."""
+    return _state.completed
 
 
 def done() -> None:

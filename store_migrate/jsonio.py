@@ -4,6 +4,13 @@ Parsing is RFC 8259 strict: UTF-8 without a byte-order mark, no NaN/Infinity, no
 nothing after the value, numbers within the double range, no lone surrogate escapes. Integers
 are kept exactly at any size; floats keep their exact double value.
 
+Integers of any size: Python turns integers to and from decimal text only up to 4,300 digits
+unless told otherwise (a guard for servers parsing untrusted input). Stores are the operator's
+own files and a store's integers must come back byte for byte, so importing this module lifts
+the limit for the process (workers are forked from it and keep it). msgspec has a limit of its
+own: it reads integers of at most 4,300 characters, so a store holding a longer one is parsed
+by the standard library's parser instead, made as strict (see `_decode_long_integers`).
+
 Canonical bytes: keys sorted by code point at every depth, two-space indentation, one member
 per line, `"key": value`, shortest round-trip floats, no trailing newline. msgspec produces
 exactly this layout (measured: about 2.5 s to decode and re-encode a 230 MB store).
@@ -11,7 +18,9 @@ exactly this layout (measured: about 2.5 s to decode and re-encode a 230 MB stor
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +28,8 @@ from typing import Any
 import msgspec
 
 from .redact import decoder_message
+
+sys.set_int_max_str_digits(0)  # integers of any size (module docstring)
 
 BOM = b"\xef\xbb\xbf"
 MAX_DEPTH = 128
@@ -63,7 +74,54 @@ def decode(data: bytes) -> Any:
     try:
         return _decoder.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        if str(exc).startswith(_LONG_INTEGER):
+            return _decode_long_integers(data, exc)
         raise _diagnose(data, exc) from None
+    except RecursionError:
+        raise JsonError("nesting too deep to parse") from None
+
+
+_LONG_INTEGER = "Integer value out of range"
+"""msgspec's message for an integer of more than 4,300 characters (the only one it cannot read
+once Python's own digit limit is lifted)."""
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if number in (float("inf"), float("-inf")):
+        raise _NotJson(text)
+    return number
+
+
+def _no_constant(text: str) -> Any:
+    raise _NotJson(text)
+
+
+def _decode_long_integers(data: bytes, exc: Exception) -> Any:
+    """`data`, which holds an integer too long for msgspec, parsed by the standard library's
+    parser (C; about 4x slower, and a store with such an integer is rare), held to the same
+    rules: strict UTF-8, no lone surrogate escapes, no NaN/Infinity, no number beyond the double
+    range. Everything else it already refuses as msgspec does (control characters in strings,
+    leading zeros, anything after the value); integers come back exactly, floats as the same
+    correctly rounded doubles."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _diagnose(data, exc) from None
+    if _LONE_SURROGATE.search(data):
+        raise _diagnose(data, exc)
+    try:
+        return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+    except json.JSONDecodeError as bad:
+        raise JsonError(bad.msg.removesuffix(" at"), len(text[: bad.pos].encode())) from None
+    except _NotJson as bad:
+        if str(bad)[-1:].isdigit():  # a float beyond the double range
+            raise _diagnose(data, exc) from None
+        raise JsonError("NaN or Infinity, which JSON does not allow") from None
     except RecursionError:
         raise JsonError("nesting too deep to parse") from None
 
@@ -162,7 +220,9 @@ class CanonicalPieces:
     write, against 1.3 s to encode and lay out in one go and 0.7 s to hash and write after).
 
     `too_deep` tells, once every piece was taken, whether the nesting rule
-    (`nesting_too_deep`) is broken anywhere.
+    (`nesting_too_deep`) is broken anywhere, and `colons` how many `:` the pieces hold (counted on
+    the compact text each piece is laid out from, while it is fresh in the cache: the layout only
+    adds whitespace), which duplicates.py compares with the input's.
     """
 
     def __init__(self, value: dict[str, Any], batch: int | None = None) -> None:
@@ -170,9 +230,13 @@ class CanonicalPieces:
         self.batch = batch
         """Members per piece; None: as many as make about PIECE_BYTES, learnt as pieces are made."""
         self.too_deep = False
+        self.colons = 0
 
-    def _laid_out(self, wrapper: dict[str, Any]) -> bytes:
-        text = msgspec.json.format(_typed_encoder.encode(wrapper), indent=2)
+    def _laid_out(self, wrapper: dict[str, Any], not_yielded: int = 0) -> bytes:
+        """The canonical text of `wrapper`; `not_yielded`: colons of it the caller does not yield."""
+        compact = _typed_encoder.encode(wrapper)
+        self.colons += compact.count(b":") - not_yielded
+        text = msgspec.json.format(compact, indent=2)
         self.too_deep = self.too_deep or nesting_too_deep(text)
         return text
 
@@ -194,6 +258,8 @@ class CanonicalPieces:
 
     def _container(self, key: str, held: dict[str, Any] | list[Any]) -> Iterator[bytes | memoryview]:
         opening, closing = (b"{", b"}") if isinstance(held, dict) else (b"[", b"]")
+        key_colons = 1 + key.count(":")  # `"key": ` (a string's `:` is never escaped)
+        self.colons += key_colons
         yield b"  " + _typed_encoder.encode(key) + b": " + opening + b"\n"
         members = sorted(held) if isinstance(held, dict) else None
         start, count = 0, self.batch or 16
@@ -204,7 +270,7 @@ class CanonicalPieces:
             else:
                 part = held[start : start + count]
             # `{\n  "key": {\n` + the members' lines + `\n  }\n}`; the key has no raw newline
-            text = self._laid_out({key: part})
+            text = self._laid_out({key: part}, not_yielded=key_colons)
             if start:
                 yield b",\n"
             yield memoryview(text)[text.index(b"\n", 2) + 1 : -6]

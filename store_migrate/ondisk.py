@@ -207,9 +207,11 @@ class Ownership:
 
     @property
     def owner(self) -> tuple[int, int] | None:
-        """(uid, gid) to give a new file, or None when it is the user running the tool's own."""
+        """(uid, gid) to give a new file, or None when it is the user running the tool's own. A
+        user other than root keeps a file it creates (access.py has refused a run that would
+        need to give away a store it replaces)."""
         mine = (os.geteuid(), os.getegid())
-        return None if (self.uid, self.gid) == mine else (self.uid, self.gid)
+        return None if (self.uid, self.gid) == mine or os.geteuid() != 0 else (self.uid, self.gid)
 
 
 def ownership_for_new(target: str, siblings: Sequence[str]) -> Ownership:

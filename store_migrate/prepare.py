@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from . import durable, jsonio, ondisk, transform, typed, validate, workers
+from . import duplicates, durable, jsonio, ondisk, transform, typed, validate, workers
 from .errors import StoreMigrateError, StoreRefused
 from .logs import timed
 from .manifest import StoreEntry
@@ -176,6 +176,7 @@ def prepare(
     data: bytes | memoryview = b"" if snapshot is None else snapshot.data
     with timed() as parse_clock:  # while a thread hashes the bytes
         value, typed_ok = parse(kind, path, data)
+        members = duplicates.written(data)  # compared with the output's (duplicates.py)
     before = None if snapshot is None else Before(
         snapshot.sha256, len(snapshot.data), snapshot.identity, snapshot.mode, snapshot.uid, snapshot.gid
     )
@@ -199,10 +200,12 @@ def prepare(
             except jsonio.JsonError as exc:
                 raise _refuse(before, store, path, exc.reason, exc.position(data)) from None
         del data
+        top_level = len(value) if isinstance(value, dict) else 0
         try:
             result = transform.backfill(kind, value)
         except transform.ShapeRefusal as exc:
             raise _refuse(before, store, path, exc.reason, exc.pointer) from None
+        members += len(result.value) - top_level  # the keys and counters the transform added
         counts = transform.counts(kind, result.value)
         counters = _counters(kind, result)
     report = validated(store, path, result.value, None, typed=typed_ok)
@@ -232,7 +235,7 @@ def prepare(
             for piece in pieces:
                 digest.update(piece)
                 size += len(piece)
-        too_deep = pieces.too_deep
+        too_deep, colons = pieces.too_deep, pieces.colons
         workers.outlive(value)  # in a worker, never freed one by one (see workers.py)
         del value, result.value, pieces
         after_sha256 = digest.hexdigest()
@@ -243,6 +246,10 @@ def prepare(
     if too_deep:
         prepared.discard()
         raise _refuse(before, store, path, f"nesting too deep to parse ({jsonio.MAX_DEPTH} levels or more)", None)
+    if colons != members:  # a member named twice was dropped when parsing
+        prepared.discard()
+        raise _refuse(before, store, path, *duplicates.refusal(
+            kind, target, None if before is None else before.sha256, colons, members))
     if not prepared.changed:
         prepared.discard()
     log.info(

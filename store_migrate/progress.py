@@ -8,6 +8,7 @@ megabytes) is not shown: it is over before a bar would help.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -50,7 +51,7 @@ class Bars:
 
         self._progress = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-            TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+            TimeElapsedColumn(), console=Console(stderr=True), transient=True, auto_refresh=False,
         )
 
     @contextmanager
@@ -58,11 +59,24 @@ class Bars:
         if total_bytes < SHOWN_FROM_BYTES:
             yield _nothing
             return
+        # Redrawn by a thread of our own, joined when the task ends (rich's own refresh thread
+        # outlives its display for a moment, and the run must not fork while a thread runs).
+        stop = threading.Event()
+        ticker = threading.Thread(target=self._tick, args=(stop,), name="store-migrate-progress", daemon=True)
         with self._progress:
             task = self._progress.add_task(description, total=total_bytes)
-            yield lambda n: self._progress.advance(task, n)
+            ticker.start()
+            try:
+                yield lambda n: self._progress.advance(task, n)
+            finally:
+                stop.set()
+                ticker.join()
             self._progress.update(task, completed=total_bytes)
             self._progress.remove_task(task)
+
+    def _tick(self, stop: threading.Event) -> None:
+        while not stop.wait(0.1):
+            self._progress.refresh()
 
 
 def bars() -> Progress:

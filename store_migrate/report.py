@@ -36,7 +36,7 @@ def verify_evidence(result: VerifyResult, manifest_path: str) -> dict[str, Any]:
         stores.append({
             "store": entry.store,
             "path": entry.path,
-            "ok": not check.failed(result.strict),
+            "ok": not check.failed(),
             "checksum": {
                 "expected": entry.after_sha256,
                 "actual": check.live_sha256,
@@ -53,6 +53,7 @@ def verify_evidence(result: VerifyResult, manifest_path: str) -> dict[str, Any]:
     return {
         **_header("verify", result.manifest, manifest_path),
         "strict": result.strict,
+        "allow_unreadable": result.allow_unreadable,
         "additive_checked": result.additive,
         "passed": result.ok,
         "manifest_problems": result.problems,
@@ -132,6 +133,8 @@ def markdown(evidence: dict[str, Any]) -> str:
     """The evidence as a Markdown document for the change record."""
     title = "Store backfill verification" if evidence["kind"] == "verify" else "Store rollback drill"
     verdict = "PASSED" if evidence["passed"] else "FAILED"
+    if evidence["passed"] and any(s.get("service_can_read") is False for s in evidence["stores"]):
+        verdict = "ACCEPTED WITH UNREADABLE RECORDS (--allow-unreadable)"  # never PASSED
     manifest = evidence["manifest"]
     lines = [
         f"# {title}: {verdict}", "",
@@ -141,7 +144,8 @@ def markdown(evidence: dict[str, Any]) -> str:
         "- retention: keep this manifest and its backup directory for the whole canary window",
     ]
     if evidence["kind"] == "verify":
-        lines.append(f"- strict validation: {'yes' if evidence['strict'] else 'no (warnings only)'}")
+        lines.append(f"- strict validation: {'yes' if evidence['strict'] else 'no (the run recorded verdicts)'}")
+        lines.append(f"- records the service cannot read: {'allowed' if evidence['allow_unreadable'] else 'fail'}")
         lines.append(_additive_row(evidence))
         lines += [f"- manifest problem: {p}" for p in evidence["manifest_problems"]]
         lines += ["", "| store | path | checksum parity | backup intact | service can read | additive | verdict |",

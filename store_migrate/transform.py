@@ -6,8 +6,12 @@ Rules (README, "What the backfill does"):
 - the root must be an object;
 - every container key of the kind is present with its type: absent, `null` or the *other* empty
   container becomes `{}` / `[]`; any other value is refused (migrating it would drop data);
-- every counter becomes max(current, min(max row id + 1, 2^64-1)), where ids and the current
-  counter count only when they are valid u64 values (digit strings count for ids);
+- ids and counters count by value (`by_value`): a JSON integer, an integral number written with
+  a fraction or exponent, or a string of an optional `+` and ASCII digits, from 0 to 2^64-1;
+  absent or null counts as 0; a row id holding anything else counts as 0, a counter holding
+  anything else is refused (replacing it would lose what it held);
+- every counter becomes max(current, min(max row id + 1, 2^64-1)), a JSON integer: it never goes
+  down and ends above every id;
 - unknown keys are kept untouched.
 """
 
@@ -22,8 +26,12 @@ import msgspec
 from .stores import Container, StoreKind
 
 U64_MAX = 2**64 - 1
-TRANSFORM_VERSION = 1
-"""Bumped whenever the transform could produce different bytes for the same input."""
+TRANSFORM_VERSION = 2
+"""Bumped whenever the transform could produce different bytes for the same input.
+2: counters count by value (`1000.0`, `1e3`, `"1000"`), and so do integral numbers as ids."""
+EXACT_DOUBLES = 2**53
+"""Below this a double holds every integer; from it up, neighbouring doubles are 2 or more apart,
+so a number written there with a fraction or exponent may have had digits the double lost."""
 
 _EMPTY: dict[Container, type] = {"object": dict, "array": list}
 _OTHER: dict[Container, type] = {"object": list, "array": dict}
@@ -53,23 +61,45 @@ class TransformResult:
     counters: list[CounterChange] = field(default_factory=list)
 
 
+def by_value(value: Any) -> int | str:
+    """What a counter or a row id counts as: its value, an int from 0 to 2^64-1, when it is a JSON
+    integer, an integral number written with a fraction or exponent (`41.0`, `1e3`), or a string
+    of an optional `+` and ASCII digits; otherwise why it does not count (naming its JSON type,
+    never its value). Absent and null are the callers' (both count as 0)."""
+    if type(value) is int:
+        if value < 0:
+            return "is a negative integer"
+        return value if value <= U64_MAX else "is an integer above 2^64-1"
+    if type(value) is float:  # never inf or nan: the parser refuses those
+        if not value.is_integer():
+            return "is a number with a fraction"
+        if value < 0:
+            return "is a negative number"
+        return int(value) if value <= U64_MAX else "is a number above 2^64-1"
+    if type(value) is str:
+        digits = value[1:] if value.startswith("+") else value
+        if not (digits.isascii() and digits.isdigit()):
+            return "is a string other than an optional '+' and ASCII digits"
+        significant = digits.lstrip("0")  # checked by length first: int() of a million digits is slow
+        if len(significant) > len(str(U64_MAX)) or int(significant or "0") > U64_MAX:
+            return "is a string of digits above 2^64-1"
+        return int(significant or "0")
+    if isinstance(value, bool):
+        return "is a boolean"
+    return "is an object" if isinstance(value, dict) else "is an array" if isinstance(value, list) else "is null"
+
+
 def row_id(row: Any) -> int:
-    """A row's id for counter purposes: a u64 integer, or a `+`/digits string up to 2^64-1; else 0.
-    A row is an object: a dict, or a struct of typed.py (an absent id reads as UNSET)."""
+    """A row's id for counter purposes: its `id` by value (`by_value`), else 0. A row is an object:
+    a dict, or a struct of typed.py (an absent id reads as UNSET)."""
     if isinstance(row, dict):
         value = row.get("id")
     elif isinstance(row, msgspec.Struct):
         value = getattr(row, "id", None)
     else:
         return 0
-    if type(value) is int:
-        return value if 0 <= value <= U64_MAX else 0
-    if type(value) is str:
-        digits = value[1:] if value.startswith("+") else value
-        if digits.isascii() and digits.isdigit():
-            number = int(digits)
-            return number if number <= U64_MAX else 0
-    return 0
+    counted = by_value(value)
+    return counted if type(counted) is int else 0
 
 
 def rows_of(container: Any) -> Iterable[Any]:
@@ -86,9 +116,24 @@ def next_id(rows: Any) -> int:
     return min(highest + 1, U64_MAX)
 
 
-def counter_value(value: Any) -> int:
-    """The current counter when it is a valid u64, else 0."""
-    return value if type(value) is int and 0 <= value <= U64_MAX else 0
+def counter_value(name: str, value: Any) -> int:
+    """The current counter: 0 when absent or null, else its value (`by_value`). Raises
+    ShapeRefusal for anything else, and for a number with a fraction or exponent at or above
+    2^53, whose written digits a double may not have kept (a counter must never go down)."""
+    if value is None or value is msgspec.UNSET:
+        return 0
+    counted = by_value(value)
+    if type(counted) is not int:
+        raise ShapeRefusal(
+            f"counter {name!r} {counted}; replacing it could hand out ids again or lose what it holds", f"$.{name}"
+        )
+    if type(value) is float and counted >= EXACT_DOUBLES:
+        raise ShapeRefusal(
+            f"counter {name!r} is a number with a fraction or exponent at or above 2^53, where a double "
+            "may not hold the digits written; write it as a plain integer",
+            f"$.{name}",
+        )
+    return counted
 
 
 def _describe(value: Any) -> str:
@@ -126,7 +171,7 @@ def backfill(kind: StoreKind, value: Any) -> TransformResult:
         value[key] = _EMPTY[container]()
     for counter in kind.counters:
         before = value.get(counter.name)
-        after = max(counter_value(before), next_id(value[counter.rows_key]))
+        after = max(counter_value(counter.name, before), next_id(value[counter.rows_key]))
         if type(before) is not int or before != after:
             result.counters.append(CounterChange(counter.name, before, after))
         value[counter.name] = after

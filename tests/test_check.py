@@ -78,18 +78,58 @@ def test_run_strict_refuses_and_writes_nothing(stores: Stores) -> None:
     assert path.read_bytes() == before and not stores.work.exists()
 
 
-def test_verify_warns_by_default_and_fails_when_strict(stores: Stores) -> None:
+def test_verify_fails_by_default_on_records_the_service_cannot_read_and_lists_them(stores: Stores) -> None:
     stores.write("domain", {"shouts": [{"id": 2}]})
     stores.call(RUN, check=0)
     manifest = str(stores.newest_manifest())
-    done = stores.call(VERIFY, manifest, check=0)
-    assert "warning: [domain] the service cannot read 1 record(s); first:" in done.stderr
-    assert "ok: [domain]" in done.stdout
-    strict = stores.call(VERIFY, manifest, "--strict", check=1)
-    assert "error: [domain] the service cannot read 1 record(s); first:" in strict.stderr
-    assert "ok: [domain]" not in strict.stdout and "ok: [auth]" in strict.stdout
-    via_env = stores.call(VERIFY, manifest, env={"VERIFY_STRICT": "1"}, check=1)
-    assert "error: [domain] the service cannot read" in via_env.stderr
+    assert load_json(Path(manifest))["stores"][2]["validation_problems"] == 1
+    for extra, env in (((), {}), (("--strict",), {}), ((), {"VERIFY_STRICT": "1"})):
+        done = stores.call(VERIFY, manifest, *extra, env=env, check=1)
+        lines = done.stderr.splitlines()
+        at = lines.index("error: [domain] the service cannot read 1 record(s); first:")
+        assert lines[at + 1].startswith("  $.shouts[0].")  # listed, though the run recorded only a count
+        assert "ok: [domain]" not in done.stdout and "ok: [auth]" in done.stdout
+        assert "verification passed" not in done.stdout
+        hint = next(line for line in lines if line.startswith("  next: "))
+        assert "roll back" in hint and "--allow-unreadable" in hint
+
+
+def test_allow_unreadable_turns_the_failure_back_into_a_warning(stores: Stores, tmp_path: Path) -> None:
+    stores.write("domain", {"shouts": [{"id": 2}]})
+    stores.call(RUN, check=0)
+    manifest = str(stores.newest_manifest())
+    for extra, env in ((("--allow-unreadable",), {}), ((), {"VERIFY_ALLOW_UNREADABLE": "1"})):
+        done = stores.call(VERIFY, manifest, *extra, env=env, check=0)
+        assert "warning: [domain] the service cannot read 1 record(s); first:" in done.stderr
+        assert "ok: [domain]" in done.stdout and "verification passed" in done.stdout
+    strict = stores.call(VERIFY, manifest, "--strict", "--allow-unreadable", check=0)
+    assert "warning: [domain] the service cannot read 1 record(s); first:\n  $.shouts[0]." in strict.stderr
+
+
+def test_the_report_never_says_passed_with_unreadable_records(stores: Stores, tmp_path: Path) -> None:
+    stores.write("domain", {"shouts": [{"id": 2}]})
+    stores.call(RUN, check=0)
+    manifest = str(stores.newest_manifest())
+    report = tmp_path / "cutover.md"
+    stores.call(VERIFY, manifest, "--report", str(report), check=1)
+    assert report.read_text().startswith("# Store backfill verification: FAILED")
+    stores.call(VERIFY, manifest, "--report", str(report), "--allow-unreadable", check=0)
+    text = report.read_text()
+    assert "PASSED" not in text
+    assert text.startswith("# Store backfill verification: ACCEPTED WITH UNREADABLE RECORDS (--allow-unreadable)")
+    assert "- records the service cannot read: allowed" in text
+
+
+def test_verify_validates_afresh_when_the_manifest_recorded_no_verdict(stores: Stores) -> None:
+    stores.write("domain", {"shouts": [{"id": 2}]})
+    stores.call(RUN, check=0)
+    manifest = stores.newest_manifest()
+    document = load_json(manifest)
+    for entry in document["stores"]:
+        del entry["validation_problems"]  # as the earlier implementation wrote it
+    manifest.write_text(json.dumps(document))
+    done = stores.call(VERIFY, str(manifest), check=1)
+    assert "error: [domain] the service cannot read 1 record(s); first:" in done.stderr
 
 
 def test_verify_strict_passes_on_readable_stores(stores: Stores) -> None:

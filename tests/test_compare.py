@@ -37,7 +37,7 @@ def test_a_manifest_against_itself_passes_side_by_side(stores: Stores, migrated:
     done = stores.call("store-migrate", "compare", str(migrated), str(migrated), check=0)
     lines = done.stdout.splitlines()
     document = load_json(migrated)
-    assert lines[0] == f"A: {migrated} (generated {document['generated_at']}, complete, tool 0.1.0, transform 1)"
+    assert lines[0] == f"A: {migrated} (generated {document['generated_at']}, complete, tool 0.1.0, transform {document['transform_version']})"
     assert lines[1].startswith(f"B: {migrated} ")
     assert f"[domain] {stores.paths['domain']}" in lines
     domain = _domain(document)

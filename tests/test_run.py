@@ -86,7 +86,7 @@ def test_runs_in_the_same_second_keep_every_manifest_and_the_newest_sorts_last(s
 
 
 def test_missing_stores_are_created_empty_and_recorded_as_not_existing(stores: Stores) -> None:
-    done = stores.call(RUN, check=0)
+    done = stores.call(RUN, "--allow-missing", check=0)
     document = load_json(stores.newest_manifest())
     for entry in document["stores"]:
         assert entry["existed"] is False and entry["backup_path"] is None and entry["before_sha256"] is None
@@ -115,17 +115,17 @@ def test_service_variables_are_the_fallback_for_store_paths(stores: Stores, tmp_
         OA_CODEX_THREAD_STORE_PATH=str(elsewhere / "c.json"),
         OA_DOMAIN_STORE_PATH=str(elsewhere / "d.json"),
     )
-    stores.call(RUN, env=env, check=0)
+    stores.call(RUN, "--allow-missing", env=env, check=0)
     paths = [e["path"] for e in load_json(stores.newest_manifest())["stores"]]
     assert paths == [str(elsewhere / n) for n in ("a.json", "c.json", "d.json")]
     # the explicit variable wins over the service's
-    stores.call(RUN, env={**env, "AUTH_STORE_PATH": str(stores.paths["auth"])}, check=0)
+    stores.call(RUN, "--allow-missing", env={**env, "AUTH_STORE_PATH": str(stores.paths["auth"])}, check=0)
     assert load_json(stores.newest_manifest())["stores"][0]["path"] == str(stores.paths["auth"])
 
 
 def test_defaults_live_under_root_dir(stores: Stores) -> None:
     env = {var: "" for var in ("AUTH_STORE_PATH", "CODEX_THREAD_STORE_PATH", "DOMAIN_STORE_PATH", "WORK_DIR")}
-    done = stores.call(RUN, env=env, check=0)
+    done = stores.call(RUN, "--allow-missing", env=env, check=0)
     storage = stores.root / "apps" / "openagents.com" / "storage" / "app"
     manifest = sorted((storage / "rust-store-migrate" / "manifests").glob("*.json"))[-1]
     assert f"[rust-store-backfill] manifest: {manifest}" in done.stdout
@@ -139,7 +139,7 @@ def test_root_dir_defaults_to_the_git_top_level(stores: Stores) -> None:
     nested = stores.root / "deep" / "er"
     nested.mkdir(parents=True)
     env = {var: "" for var in ("AUTH_STORE_PATH", "CODEX_THREAD_STORE_PATH", "DOMAIN_STORE_PATH", "WORK_DIR", "ROOT_DIR")}
-    done = subprocess.run([RUN], cwd=nested, env={**stores.environ, **env}, capture_output=True, text=True, check=False)
+    done = subprocess.run([RUN, "--allow-missing"], cwd=nested, env={**stores.environ, **env}, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert str(stores.root / "apps" / "openagents.com" / "storage" / "app" / "rust-store-migrate") in done.stdout
 

@@ -32,18 +32,23 @@ def next_shout(rows: list[Any], counter: Any = None, *, present: bool = False) -
         ("5", 6),
         ("007", 8),
         ("+8", 9),
+        ("0" * 5000 + "9", 10),
         (str(U64_MAX - 1), U64_MAX),
+        (41.0, 42),
+        (1e3, 1001),
+        (-0.0, 1),
+        (2.0**60, 2**60 + 1),
     ],
 )
-def test_valid_ids_count(row_id: Any, expected_next: int) -> None:
+def test_ids_count_by_value(row_id: Any, expected_next: int) -> None:
     assert next_shout([{"id": row_id}]) == expected_next
 
 
 @pytest.mark.parametrize(
     "row_id",
-    [True, False, None, 41.0, 1e3, -1, -50, U64_MAX + 1, " 40", "40 ", "4_0", "", "+", "-5",
-     "++5", "0x10", "1e3", "\u0663", str(U64_MAX + 1), [5], {"n": 5}],
-    ids=repr,
+    [True, False, None, 0.5, -1.0, 1e300, 2.0**64, -1, -50, U64_MAX + 1, " 40", "40 ", "4_0", "", "+", "-5",
+     "++5", "0x10", "1e3", "1.0", "\u0663", str(U64_MAX + 1), "9" * 10_000, [5], {"n": 5}],
+    ids=lambda v: repr(v)[:30],
 )
 def test_odd_ids_count_as_zero(row_id: Any) -> None:
     assert next_shout([{"id": row_id}]) == 1
@@ -90,9 +95,45 @@ def test_stale_counter_is_raised_above_the_highest_id(stale: int) -> None:
     assert next_shout([{"id": 3}, {"id": 12}], stale) == 13
 
 
-@pytest.mark.parametrize("counter", ["100", 100.0, True, -5, U64_MAX + 1, [100], {"n": 1}], ids=repr)
-def test_wrongly_typed_counter_counts_as_zero(counter: Any) -> None:
-    assert next_shout([{"id": 3}], counter) == 4
+@pytest.mark.parametrize("counter", [1000, 1000.0, 1e3, "1000", "+1000", "0001000"], ids=repr)
+def test_a_counter_counts_by_value_however_it_is_written(counter: Any) -> None:
+    assert next_shout([{"id": 41}], counter) == 1000
+    result = backfill(DOMAIN, {"shouts": [{"id": 41}], "next_shout_id": counter})
+    assert type(result.value["next_shout_id"]) is int
+    changed = [c for c in result.counters if c.name == "next_shout_id"]
+    assert changed == ([] if type(counter) is int else [transform.CounterChange("next_shout_id", counter, 1000)])
+
+
+@pytest.mark.parametrize(("counter", "why"), [
+    (-1, "is a negative integer"),
+    (U64_MAX + 1, "is an integer above 2^64-1"),
+    (0.5, "is a number with a fraction"),
+    (-3.0, "is a negative number"),
+    (1e300, "is a number above 2^64-1"),
+    (2.0**64, "is a number above 2^64-1"),
+    (2.0**53, "at or above 2^53"),
+    (1e16, "at or above 2^53"),
+    ("1e3", "is a string other than an optional '+' and ASCII digits"),
+    (" 5", "is a string other than an optional '+' and ASCII digits"),
+    ("", "is a string other than an optional '+' and ASCII digits"),
+    (str(U64_MAX + 1), "is a string of digits above 2^64-1"),
+    (True, "is a boolean"),
+    ({}, "is an object"),
+    ({"n": 5}, "is an object"),
+    ([], "is an array"),
+    ([100], "is an array"),
+], ids=repr)
+def test_a_counter_holding_anything_else_refuses_the_store(counter: Any, why: str) -> None:
+    with pytest.raises(ShapeRefusal) as refused:
+        next_shout([{"id": 3}], counter)
+    assert refused.value.pointer == "$.next_shout_id"
+    assert refused.value.reason.startswith(f"counter 'next_shout_id' {why}") or why in refused.value.reason
+    if not isinstance(counter, bool) and isinstance(counter, (int, float)):
+        assert repr(counter) not in refused.value.reason and str(int(counter)) not in refused.value.reason
+
+
+def test_the_largest_counter_a_double_holds_exactly_counts() -> None:
+    assert next_shout([{"id": 3}], 2.0**53 - 1) == 2**53 - 1
 
 
 def test_null_counter_counts_as_zero() -> None:

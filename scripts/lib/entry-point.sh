@@ -3,6 +3,11 @@
 #   1. $STORE_MIGRATE_BIN_DIR/<command>   (explicit override)
 #   2. the project's own virtual environment (<project>/.venv/bin/<command>, from `make install`)
 #   3. <command> on PATH (`pip install store-migrate`)
+# It also tells the tool where the wrapper sits (STORE_MIGRATE_WRAPPER_DIR): a wrapper at
+# <root>/apps/openagents.com/service/scripts/ works on <root>'s stores, as the earlier ones did
+# (store_migrate/config.py decides).
+STORE_MIGRATE_WRAPPER_DIR="$(CDPATH='' cd -- "$(dirname -- "${BASH_SOURCE[1]}")" && pwd)"
+export STORE_MIGRATE_WRAPPER_DIR
 store_migrate_exec() {
   local command="$1"
   shift
