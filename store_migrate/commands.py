@@ -17,7 +17,6 @@ import structlog
 from . import (
     access,
     duplicates,
-    durable,
     jsonio,
     manifest,
     ondisk,
@@ -161,7 +160,7 @@ def verify(
     located = [_pinned(entry, allow_dangling=True) for entry in record.stores]
     usable = [i for i, found in enumerate(located) if not isinstance(found, str)]
     jobs = [(record.stores[i], located[i], canonical, strict, allow_unreadable) for i in usable]
-    sizes = [durable.size_of(record.stores[i].path) for i in usable]
+    sizes = [ondisk.size_of(record.stores[i].path) for i in usable]
     with workers.forked(_verify_job, jobs, sizes) as pool, \
             progress.task(f"verifying {len(jobs)} store(s)", sum(sizes)) as advance:  # forked first: no thread yet
         outcomes = pool.results(on_done=lambda i: advance(sizes[i]))
@@ -229,7 +228,7 @@ def rollback(
                if isinstance(found, ondisk.Located)}
     with interruptible(), locked(list(targets.values()), lock_timeout):
         remove_leftovers(list(targets.values()), None)
-        sizes = {e.store: durable.size_of(targets[e.store]) + durable.size_of(e.backup_path or "")
+        sizes = {e.store: ondisk.size_of(targets[e.store]) + ondisk.size_of(e.backup_path or "")
                  for e in record.stores}
         total = sum(sizes.values())
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from . import durable, manifest
+from . import durable, manifest, ondisk
 from .config import Settings
 from .errors import StoreMigrateError
 from .manifest import PENDING
@@ -128,7 +128,7 @@ def prune(settings: Settings, keep: int, dry_run: bool) -> PruneResult:
     def current(path: str) -> str | None:
         if path not in hashes:
             try:
-                hashes[path] = durable.hash_file(path)[0]
+                hashes[path] = ondisk.hash_file(path)[0]
             except OSError:
                 hashes[path] = None
         return hashes[path]
