@@ -13,6 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+# Timings on a shared 2-core machine vary by 10x; a deadline would only measure the neighbours.
+settings.register_profile("store-migrate", deadline=None)
+settings.load_profile("store-migrate")
 
 PROJECT = Path(__file__).resolve().parents[1]
 SCRIPTS = PROJECT / "scripts"

@@ -287,7 +287,7 @@ def test_counts_that_disagree_without_a_duplicate_still_refuse_and_say_it_is_a_b
     counted = duplicates.written
     monkeypatch.setattr(duplicates, "written", lambda data: counted(data) + 1)  # a broken invariant
     with pytest.raises(StoreRefused) as refused:
-        prepare.prepare("auth", str(path))
+        prepare.prepare("auth", str(path), str(path))
     assert "yet no object names a member twice: a bug in store-migrate" in refused.value.reason
     assert sorted(os.listdir(tmp_path)) == ["auth.json"], "the temporary file is removed"
     report = validate.Report("auth")

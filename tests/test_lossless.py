@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from conftest import STORE_FILES, STORE_VARS, Stores, load_json
+from conftest import STORE_FILES, STORE_VARS, Stores
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_duplicates import Obj, Writer
@@ -30,10 +30,10 @@ def test_a_10000_digit_integer_is_kept_byte_for_byte_by_a_run_and_a_rerun(stores
     stores.call("store-migrate", "run", check=0)
     written = stores.paths["codex_threads"].read_text()
     assert f"\n    {GIANT},\n    -{GIANT},\n    1.5," in written
+    os.utime(stores.paths["codex_threads"])  # another identity: the rerun hashes the store again
     again = stores.call("store-migrate", "run", check=0)
     assert stores.paths["codex_threads"].read_text() == written, again.stderr
-    entry = next(e for e in load_json(stores.newest_manifest())["stores"] if e["store"] == "codex_threads")
-    assert entry["changed"] is False
+    assert len(stores.manifests()) == 1, "the rerun found every store migrated and wrote nothing"
     stores.call("store-migrate", "check", "--kind", "codex_threads", str(stores.paths["codex_threads"]), check=0)
 
 
@@ -46,7 +46,7 @@ def test_the_longest_integer_msgspec_reads_and_the_shortest_it_does_not_both_rou
 
 
 @pytest.mark.parametrize(("tail", "reason"), [
-    ("1e400]", "number 1e400 is outside the range of a double"),
+    ("1e400]", "a number is outside the range of a double"),
     ("NaN]", "NaN or Infinity"),
     ("1", "Expecting ',' delimiter"),
     ('"\\ud800"]', "lone surrogate escape"),

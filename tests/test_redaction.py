@@ -81,12 +81,16 @@ def marked(kind: str, node: dict[str, Any], depth: int = 0) -> Any:
             f"{M}-{depth}-c": {M: M}}
 
 
-def marked_store(kind: str) -> dict[str, Any]:
+BAD_COUNTERS = [{"api_key": M}, M, float(DIGITS), HUGE, -HUGE, [M]]
+"""Counters that refuse the store (an object, a string, a float, integers out of range, an array)."""
+
+
+def marked_store(kind: str, counters: list[Any] | None = None) -> dict[str, Any]:
     """Every container of the kind full of marked members, an unknown top-level key, and counters
-    holding an object, a string, a float and integers out of range."""
+    written in every way that counts by value (or the `counters` given)."""
     store = {key: marked(kind, sub) for key, sub in schema(kind)["properties"].items()}
     store[M] = free_form()
-    for counter, value in zip(store_kind(kind).counters, [{"api_key": M}, M, float(DIGITS), HUGE, -HUGE, [M]],
+    for counter, value in zip(store_kind(kind).counters, counters or ["+41", 7.0, 1e3, 12, None, "0041"],
                               strict=False):
         store[counter.name] = value
     return store
@@ -137,7 +141,7 @@ def test_run_dry_run_verify_rollback_and_reports_show_no_store_content(stores: S
         stores.call(RUN, check=0),
     ]
     dry = calls[0].stdout
-    assert "counter next_user_integration_id: (an object) -> 2" in dry, dry  # the counter was read
+    assert "counter next_user_integration_id: (a string) -> 41" in dry, dry  # the counter was read
     assert "    $.challenges[#" in dry  # problems are printed, by position
     assert "$.challenges[#" in calls[2].stderr  # the first 20 problems of each store are logged
     manifest = str(stores.newest_manifest())
@@ -157,6 +161,10 @@ def test_run_dry_run_verify_rollback_and_reports_show_no_store_content(stores: S
         stores.call("store-migrate", "rollback", manifest, "--force", "--report", str(reports[4]), check=0),
     ]
     assert "does not parse: invalid UTF-8 at line 1" in reports[2].read_text()
+    for bad in BAD_COUNTERS:  # each refuses the store, naming the counter and its type only
+        stores.write("domain", marked_store("domain", [bad] * 6))
+        calls += [stores.call("store-migrate", "run", "--dry-run", check=1), stores.call(RUN, check=1)]
+        assert "counter 'next_user_integration_id' is" in calls[-1].stderr
     assert_no_leak(*map(outputs, calls), written(stores, *reports))
 
 
