@@ -192,8 +192,7 @@ def _paths(record: Manifest) -> set[str]:
 def _pinned(entry: StoreEntry, *, allow_dangling: bool) -> ondisk.Located | str:
     """Where a manifest's store path leads now, or why it may not be followed (ondisk.pinned)."""
     try:
-        return ondisk.pinned(entry.path, entry.resolved_path, f"[{entry.store}] store path",
-                             allow_dangling=allow_dangling)
+        return ondisk.pinned(entry.path, entry.resolved_path, "store path", allow_dangling=allow_dangling)
     except ondisk.UnsafeStorePath as exc:
         return exc.message
 
@@ -221,7 +220,7 @@ def rollback(
     if os.path.lexists(backup_dir):
         workdir.require_trusted_dir(backup_dir, os.lstat(backup_dir), "backup directory")
     located = [_pinned(entry, allow_dangling=True) for entry in record.stores]
-    unsafe = [found for found in located if isinstance(found, str)]
+    unsafe = [f"[{e.store}] {found}" for e, found in zip(record.stores, located, strict=True) if isinstance(found, str)]
     if unsafe:
         _refuse_rollback(unsafe)
     targets = {e.store: found.target for e, found in zip(record.stores, located, strict=True)

@@ -26,18 +26,21 @@ TEMP_MARK = ".store-migrate-tmp-"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 _CHUNK = 1 << 20
-def ensure_dir(path: str) -> None:
-    """Create a directory and its missing parents with mode 0700, fsyncing each new entry."""
+def ensure_dir(path: str, owner: tuple[int, int] | None = None) -> None:
+    """Create a directory and its missing parents with mode 0700, fsyncing each new entry; each
+    new one given `owner` (uid, gid) when set (a store directory stays the service's)."""
     if os.path.isdir(path):
         return
     parent = os.path.dirname(os.path.abspath(path))
-    ensure_dir(parent)
+    ensure_dir(parent, owner)
     try:
         os.mkdir(path, DIR_MODE)
     except FileExistsError:
         if os.path.isdir(path):
             return
         raise
+    if owner is not None:
+        os.chown(path, *owner, follow_symlinks=False)
     fsync_dir(parent)
 
 

@@ -236,8 +236,9 @@ class Ownership:
 
 def ownership_for_new(target: str, siblings: Sequence[str]) -> Ownership:
     """What a store file the tool creates at `target` (no file to take it from) gets: the owner,
-    group and mode of another store in the same directory, else the directory's owner and group
-    with mode 0600. Run as root in the service's directory, a new store must still be the
+    group and mode of another store in the same directory, else the owner and group of the
+    directory (or of its nearest ancestor that exists, where the tool creates the rest) with mode
+    0600. Run as root in the service's directory, a new store must still be the
     service's."""
     directory = os.path.dirname(target)
     for other in siblings:
@@ -248,11 +249,20 @@ def ownership_for_new(target: str, siblings: Sequence[str]) -> Ownership:
                 continue
             if stat.S_ISREG(st.st_mode):
                 return Ownership.of(st)
-    try:
-        st = os.stat(directory)
-    except FileNotFoundError:
-        return Ownership(0o600, os.geteuid(), os.getegid())
+    st = os.stat(_nearest_existing(directory))
     return Ownership(0o600, st.st_uid, st.st_gid)
+
+
+def _nearest_existing(path: str) -> str:
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def directory_owner(directory: str) -> tuple[int, int] | None:
+    """The (uid, gid) to give the store directories the tool creates: those of the nearest
+    directory that exists, as `Ownership.owner` would give them (None: the user's own)."""
+    return ownership_for_new(os.path.join(directory, "_"), ()).owner
 
 
 # ----------------------------------------------------------------- opening and identifying files

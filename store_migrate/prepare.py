@@ -211,7 +211,7 @@ def prepare(
         if write:
             owned = ondisk.ownership_for_new(target, siblings) if before is None else before.ownership
             directory = os.path.dirname(target)
-            durable.ensure_dir(directory)
+            durable.ensure_dir(directory, ondisk.directory_owner(directory))
             temp, size = durable.write_temp_stream(
                 directory, os.path.basename(target), pieces, owned.mode, owned.owner, digest,
                 unless=None if before is None else before.sha256,

@@ -143,7 +143,7 @@ def apply(action: RollbackAction, backup_dir: str, stamp: str, siblings: tuple[s
             live = action.live
             owned = ondisk.ownership_for_new(target, siblings) if live is None else live.ownership
             if live is None:
-                durable.ensure_dir(os.path.dirname(target))
+                durable.ensure_dir(os.path.dirname(target), ondisk.directory_owner(os.path.dirname(target)))
             durable.atomic_replace(target, action.backup.data, mode=owned.mode, owner=owned.owner)
     log.info(
         f"store.{action.action}", store=action.store, path=action.path,
