@@ -31,7 +31,7 @@ import generate
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-TARGETS = {"run": 4.0, "rerun": 1.5, "verify": 2.5, "verify_strict": 3.5, "rollback": 2.5}
+TARGETS = {"run": 4.0, "rerun": 1.5, "verify": 2.5, "verify_strict": 3.5, "verify_additive": 4.0, "rollback": 2.5}
 FLOOR = """
 import hashlib, os, sys
 out = sys.argv[1]
@@ -165,6 +165,7 @@ def main() -> None:
                 ("rerun", [tool, "run"]),
                 ("verify", [tool, "verify", str(first)]),
                 ("verify_strict", [tool, "verify", "--strict", str(first)]),
+                ("verify_additive", [tool, "verify", "--additive", str(first)]),
                 ("rollback", [tool, "rollback", str(first)]),
             ):
                 step("floor", floor)

@@ -307,6 +307,15 @@ def verify_command(
     max_drop: Annotated[
         int, typer.Option("--max-drop", min=0, help="How much a count may drop against --baseline.")
     ] = 0,
+    additive: Annotated[
+        bool, typer.Option("--additive", envvar="VERIFY_ADDITIVE", help="Also prove that the migration lost and "
+                           "changed nothing: every member and value of each store's backup is in the live store "
+                           "and equal (integers exactly, floats as doubles; 1 and 1.0 differ), apart from the "
+                           "documented changes (top-level keys filled in, counters raised by the counter rule). "
+                           "Prints `additive: [<store>] ...`; differences go to stderr by JSON path, never by "
+                           "value, and fail (exit 1). Works on manifests of the earlier implementation. "
+                           "VERIFY_ADDITIVE=1 turns it on.")
+    ] = False,
     report: ReportOption = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the evidence as JSON on stdout instead of the drop-in lines.")
@@ -320,7 +329,9 @@ def verify_command(
     on stderr. Records the service cannot read fail the store (with the first ones listed),
     from the verdict the run recorded for these exact bytes or from a full validation; with
     --allow-unreadable they are `warning: [<store>] ...`. A file this user may not read fails
-    too, with what to do. Exit 0 when all stores pass, 1 otherwise.
+    too, with what to do. With --baseline, the comparison of `store-migrate compare` (this
+    manifest as B) must pass too; with --additive, every store must hold all its backup held.
+    Exit 0 when all stores pass, 1 otherwise, 2 on a usage error.
     """
 
     def work() -> None:
@@ -329,7 +340,7 @@ def verify_command(
 
         result = commands.verify(str(manifest), strict=strict, allow_unreadable=allow_unreadable,
                                  baseline=None if baseline is None else str(baseline), max_drop=max_drop,
-                                 progress=_progress(quiet))
+                                 additive=additive, progress=_progress(quiet))
         document = evidence.verify_evidence(result, str(manifest))
         if report is not None:
             _write_report(report, evidence.markdown(document))
@@ -374,8 +385,25 @@ def _print_verify(result: Any, manifest: str) -> None:
                 typer.echo(f"  {item.pointer}: {item.message}", err=True)
             if not unread.problems:
                 typer.echo("  (as recorded by the run; `verify --strict` or `check` lists them)", err=True)
+    for check in result.stores:
+        _print_additive(check, manifest)
     for problem in result.problems:
         typer.echo(f"error: {problem}", err=True)
+
+
+def _print_additive(check: Any, manifest: str) -> None:
+    proof = check.additive
+    if proof is None:
+        return
+    if proof.ok:
+        _emit([f"additive: [{check.store}] nothing lost or changed ({proof.method})"], after=f"verify of {manifest}")
+    elif proof.reason is not None:
+        typer.echo(f"error: [{check.store}] not additive: cannot be proven: {proof.reason}", err=True)
+    else:
+        typer.echo(f"error: [{check.store}] not additive: {proof.count} difference(s) from the backup; first:",
+                   err=True)
+        for item in proof.differences:
+            typer.echo(f"  {item.pointer}: {item.message}", err=True)
 
 
 # ------------------------------------------------------------------------------ rollback
@@ -491,6 +519,120 @@ def prune_command(
     _call(log_format, quiet, work)
 
 
+# ------------------------------------------------------------------- compare, schema-diff
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON document on stdout.")]
+
+
+def compare_command(
+    a: Annotated[Path, typer.Argument(metavar="A.json", help="The reference manifest: a staging run, or the "
+                                      "first run.", show_default=False)],
+    b: Annotated[Path, typer.Argument(metavar="B.json", help="The manifest judged against A: production, or a "
+                                      "rerun.", show_default=False)],
+    max_drop: Annotated[int, typer.Option("--max-drop", min=0, help="How far a count of B may be below A's.")] = 0,
+    as_json: JsonOption = False,
+    log_format: LogFormatOption = LogFormat.auto,
+    quiet: QuietOption = False,
+) -> None:
+    """Compare two manifests side by side; fail when B lost data against A.
+
+    For each store in either manifest: existed, changed, sha256 before and after (first 12
+    hex digits; full in --json), every count of both with B - A, the records the service could
+    not read, and the tool and transform versions and generated_at of each manifest.
+
+    Verdict: exit 1 (each reason an `error:` line on stderr) when a count of B is below A's by
+    more than --max-drop, when a store or count A records is missing from B, when B records
+    more records the service cannot read than A, or when either manifest is not complete (its
+    run did not finish); exit 0 otherwise; 2 on a usage error. Reads the two manifests only
+    (neither needs its backups). `verify --baseline` makes the same comparison.
+    """
+
+    def work() -> None:
+        from . import compare
+
+        result = compare.compare_files(str(a), str(b), max_drop=max_drop)
+        done = f"compare of {b} against {a}"
+        if as_json:
+            document = {"kind": "compare", **compare.to_json(result)}
+            _emit([json.dumps(document, indent=2, ensure_ascii=False)], after=done)
+        else:
+            _emit(compare.text(result), after=done)
+        for finding in result.findings:
+            where = f"[{finding.store}] " if finding.store else ""
+            typer.echo(f"error: {where}{finding.message}", err=True)
+        if not result.ok:
+            _fail(f"compare failed: {len(result.findings)} finding(s) for {b} against {a}",
+                  "do not retry production until each one is explained")
+        if not as_json:
+            _emit([f"compare passed: {b} holds every count of {a} (--max-drop {max_drop})"], after=done)
+
+    _call(log_format, quiet, work)
+
+
+def schema_diff_command(
+    old: Annotated[Path | None, typer.Argument(
+        metavar="OLD", help="The schemas the old release reads: one schema file, or a directory of "
+        "*.schema.json files (paired by name).", show_default=False)] = None,
+    new: Annotated[Path | None, typer.Argument(
+        metavar="NEW", help="The schemas the new release reads: a file or a directory, like OLD.",
+        show_default=False)] = None,
+    against: Annotated[str | None, typer.Option(
+        "--against", metavar="GIT_REV", help="Instead of OLD and NEW: compare schemas/ of the git work tree "
+        "here (NEW) with schemas/ at GIT_REV (OLD), read with `git show`.")] = None,
+    as_json: JsonOption = False,
+    log_format: LogFormatOption = LogFormat.auto,
+    quiet: QuietOption = False,
+) -> None:
+    """Is a schema change safe while the old and the new release both read the stores?
+
+    Every change between two versions of the schemas is listed with its verdict, a JSON pointer
+    into the schema file and a sentence:
+
+    safe: a new optional field, a new top-level key (the backfill adds it), an optional field
+    removed, documentation only (description, title, ...).
+
+    unsafe for the old release (old readers fail on what the new one writes): a new enum value,
+    a wider range, a field made nullable, a removed field that was required, a changed type.
+
+    unsafe for the new release (new readers fail on existing data): a new required field the
+    backfill does not add, a narrower range or pattern, a removed enum value, a stricter
+    additionalProperties, a changed type.
+
+    A change to a keyword it does not compare one by one (oneOf, if, ...) is unsafe for both.
+    Exit 0 when every change is safe, 1 when any is not (or a schema cannot be read), 2 on a
+    usage error.
+    """
+
+    def work() -> None:
+        from . import schemadiff
+
+        if against is not None and (old is not None or new is not None):
+            _fail("give either OLD and NEW or --against GIT_REV, not both", code=EXIT_USAGE)
+        if against is None and (old is None or new is None):
+            _fail("give OLD and NEW (two schema files or two directories), or --against GIT_REV", code=EXIT_USAGE)
+        if against is not None:
+            result = schemadiff.diff_against(against)
+        else:
+            assert old is not None and new is not None
+            result = schemadiff.diff_paths(str(old), str(new))
+        if as_json:
+            _emit([json.dumps({"kind": "schema-diff", **result.to_json()}, indent=2, ensure_ascii=False)],
+                  after="schema-diff")
+        else:
+            _emit([f"{c.verdict}: {c.file}{c.pointer}: {c.sentence}" for c in result.changes], after="schema-diff")
+        unsafe = [c for c in result.changes if not c.safe]
+        if unsafe:
+            _fail(f"{len(unsafe)} of {len(result.changes)} schema change(s) are not safe while both releases run",
+                  "keep the change for a later release, or make it additive (a new optional field, a new "
+                  "top-level key)")
+        if not as_json:
+            _emit([f"schema-diff: safe: {len(result.changes)} change(s), each safe while both releases run"],
+                  after="schema-diff")
+
+    _call(log_format, quiet, work)
+
+
 # ---------------------------------------------------------------------------------- apps
 
 
@@ -533,6 +675,8 @@ app.command("verify")(verify_command)
 app.command("rollback")(rollback_command)
 app.command("check")(check_command)
 app.command("prune")(prune_command)
+app.command("compare")(compare_command)
+app.command("schema-diff")(schema_diff_command)
 
 backfill_app = _single(run_command, "store-migrate-backfill")
 verify_app = _single(verify_command, "store-migrate-verify")

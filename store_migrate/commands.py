@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import structlog
 
 from . import (
     access,
+    compare,
     duplicates,
     jsonio,
     manifest,
@@ -27,6 +28,8 @@ from . import (
     workdir,
     workers,
 )
+from .additive import Additive
+from .additive import check as prove_additive
 from .backfill import (
     RunResult,
     already_recorded,
@@ -47,7 +50,7 @@ from .recovery import pending_runs, recover
 from .restore import RollbackAction, RollbackResult
 from .retention import PruneResult
 from .stores import store_kind
-from .verification import StoreCheck, VerifyResult, drops, verify_store
+from .verification import StoreCheck, VerifyResult, verify_store
 from .workdir import WorkDir
 
 log = structlog.get_logger("store_migrate")
@@ -135,15 +138,18 @@ def verify(
     allow_unreadable: bool = False,
     baseline: str | None = None,
     max_drop: int = 0,
+    additive: bool = False,
     progress: Progress = SILENT,
 ) -> VerifyResult:
     """Check every store of a manifest: checksum, shape, counts, its backup, and whether the
     service can read it: from the verdict the run recorded when the bytes are the recorded ones,
     else (and always with `strict`) from a full validation; records it cannot read fail the
-    store unless `allow_unreadable`. With `baseline` (another manifest), any count that dropped
-    by more than `max_drop` fails. Reports every problem."""
+    store unless `allow_unreadable`. With `baseline` (another manifest), the comparison of
+    compare.py: a count that dropped by more than `max_drop`, more unreadable records, an
+    incomplete baseline fail. With `additive`, every store must hold every member and value of
+    its backup (additive.py). Reports every problem."""
     record = manifest.load(manifest_path)
-    earlier = None if baseline is None else manifest.load(baseline, in_place=False)
+    earlier = None if baseline is None else compare.load(baseline)
     problems = []
     if not record.complete:
         problems.append(
@@ -159,29 +165,48 @@ def verify(
     canonical = record.transform_version is not None
     located = [_pinned(entry, allow_dangling=True) for entry in record.stores]
     usable = [i for i, found in enumerate(located) if not isinstance(found, str)]
-    jobs = [(record.stores[i], located[i], canonical, strict, allow_unreadable) for i in usable]
+    jobs: list[tuple[Any, ...]] = [("verify", record.stores[i], located[i], canonical, strict, allow_unreadable)
+                                   for i in usable]
     sizes = [ondisk.size_of(record.stores[i].path) for i in usable]
+    if additive:  # jobs of their own: the biggest store's proof runs beside the other stores' checks
+        jobs += [("additive", *job[1:]) for job in jobs]
+        sizes += [size + ondisk.size_of(record.stores[i].backup_path or "") for i, size in zip(usable, sizes,
+                                                                                                strict=True)]
     with workers.forked(_verify_job, jobs, sizes) as pool, \
-            progress.task(f"verifying {len(jobs)} store(s)", sum(sizes)) as advance:  # forked first: no thread yet
+            progress.task(f"verifying {len(usable)} store(s)", sum(sizes)) as advance:  # forked first: no thread yet
         outcomes = pool.results(on_done=lambda i: advance(sizes[i]))
-    done = dict(zip(usable, outcomes, strict=True))
-    checks = []
+    done = dict(zip(usable, outcomes, strict=False))
+    proofs = dict(zip(usable, outcomes[len(usable):], strict=False))
+    checks: list[StoreCheck] = []
     for i, (entry, found) in enumerate(zip(record.stores, located, strict=True)):
         outcome = StoreCheck(entry.store, entry.path, problems=[found]) if isinstance(found, str) else done[i]
-        if isinstance(outcome, BaseException):
-            raise outcome
+        proof = proofs.get(i)
+        for result in (outcome, proof):
+            if isinstance(result, BaseException):
+                raise result
+        assert isinstance(outcome, StoreCheck) and (proof is None or isinstance(proof, Additive))
+        outcome.additive = proof
         checks.append(outcome)
+    comparison = None
     if earlier is not None:
         assert baseline is not None
-        before = {e.store: e.counts for e in earlier.stores}
-        for entry, check in zip(record.stores, checks, strict=True):
-            check.problems.extend(drops(before.get(entry.store, {}), entry.counts, baseline, max_drop))
-    return VerifyResult(record, problems, checks, strict, allow_unreadable)
+        comparison = compare.compare(earlier, record, baseline, manifest_path, max_drop=max_drop)
+        by_store = {check.store: check for check in checks}
+        for finding in comparison.findings:
+            if finding.kind == "incomplete" and finding.side == "b":
+                continue  # said above
+            if finding.store in by_store:
+                by_store[finding.store].problems.append(finding.message)
+            else:
+                problems.append(finding.message if finding.store is None else f"[{finding.store}] {finding.message}")
+    return VerifyResult(record, problems, checks, strict, allow_unreadable, additive, comparison)
 
 
 def _verify_job(
-    entry: StoreEntry, located: ondisk.Located, canonical: bool, strict: bool, allow_unreadable: bool
-) -> StoreCheck:
+    what: str, entry: StoreEntry, located: ondisk.Located, canonical: bool, strict: bool, allow_unreadable: bool
+) -> StoreCheck | Additive:
+    if what == "additive":
+        return prove_additive(entry, located.target)
     return verify_store(entry, located.target, canonical, strict, allow_unreadable)
 
 

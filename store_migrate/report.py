@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from . import __version__
+from . import __version__, compare
 from .commands import RollbackResult, VerifyResult
 from .manifest import Manifest
 
@@ -48,15 +48,67 @@ def verify_evidence(result: VerifyResult, manifest_path: str) -> dict[str, Any]:
             "unreadable_records": None if report is None else report.unreadable,
             "validation_warnings": [] if report is None else [p.to_json() for p in report.problems],
             "problems": check.problems,
+            "additive": None if check.additive is None else check.additive.to_json(),
         })
     return {
         **_header("verify", result.manifest, manifest_path),
         "strict": result.strict,
         "allow_unreadable": result.allow_unreadable,
+        "additive_checked": result.additive,
         "passed": result.ok,
         "manifest_problems": result.problems,
         "stores": stores,
+        "baseline": None if result.comparison is None else compare.to_json(result.comparison),
     }
+
+
+def _additive_cell(proof: dict[str, Any] | None) -> str:
+    if proof is None:
+        return "not checked"
+    if proof["ok"]:
+        return "yes"
+    return "NO (not proven)" if proof["reason"] else f"NO ({proof['differences']} differences)"
+
+
+def _additive_row(evidence: dict[str, Any]) -> str:
+    """The report's "additive" line: did every store keep all its backup held?"""
+    if not evidence["additive_checked"]:
+        return "- additive (nothing lost or changed): not checked (`verify --additive` checks it)"
+    failed = [s["store"] for s in evidence["stores"] if s["additive"] is not None and not s["additive"]["ok"]]
+    unchecked = [s["store"] for s in evidence["stores"] if s["additive"] is None]
+    verdict = f"NO: {', '.join(failed)}" if failed else "yes, every store holds all its backup held"
+    return f"- additive (nothing lost or changed): {verdict}" + (
+        f" (not checked: {', '.join(unchecked)})" if unchecked else "")
+
+
+def _baseline(lines: list[str], baseline: dict[str, Any]) -> None:
+    """The comparison with a baseline manifest (`verify --baseline`), as compare prints it."""
+    a, b = baseline["a"], baseline["b"]
+    lines += ["", f"## Comparison with the baseline: {'PASSED' if baseline['passed'] else 'FAILED'}", "",
+              f"- baseline (A): `{a['path']}` (generated {a['generated_at']}, {a['status']}, "
+              f"tool {a['tool_version'] or '-'}, transform {a['transform_version'] or '-'})",
+              f"- this manifest (B): `{b['path']}` (generated {b['generated_at']}, {b['status']}, "
+              f"tool {b['tool_version'] or '-'}, transform {b['transform_version'] or '-'})",
+              f"- a count may drop by at most {baseline['max_drop']} (--max-drop)",
+              "", "| store | count | baseline | this manifest | difference |", "| --- | --- | ---: | ---: | ---: |"]
+    for s in baseline["stores"]:
+        for c in s["counts"]:
+            shown = ["-" if c[k] is None else str(c[k]) for k in ("a", "b")]
+            difference = "" if c["difference"] is None else f"{c['difference']:+d}" if c["difference"] else "0"
+            lines.append(f"| {s['store']} | {c['name']} | {shown[0]} | {shown[1]} | {difference} |")
+    lines += ["", "| store | existed | changed | after sha256 (baseline) | after sha256 (this) | unreadable |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for s in baseline["stores"]:
+        sides = [s["a"], s["b"]]
+        cell = [("-" if e is None else ("yes" if e[k] else "no")) for k in ("existed", "changed") for e in sides]
+        sha = ["-" if e is None else f"`{e['after_sha256'][:12]}`" for e in sides]
+        unread = ["-" if e is None or e["validation_problems"] is None else str(e["validation_problems"])
+                  for e in sides]
+        lines.append(f"| {s['store']} | {cell[0]} / {cell[1]} | {cell[2]} / {cell[3]} | {sha[0]} | {sha[1]} | "
+                     f"{unread[0]} / {unread[1]} |")
+    if baseline["findings"]:
+        lines += [""] + [f"- {'' if f['store'] is None else f['store'] + ': '}{f['message']}"
+                         for f in baseline["findings"]]
 
 
 def rollback_evidence(result: RollbackResult, manifest_path: str) -> dict[str, Any]:
@@ -94,15 +146,17 @@ def markdown(evidence: dict[str, Any]) -> str:
     if evidence["kind"] == "verify":
         lines.append(f"- strict validation: {'yes' if evidence['strict'] else 'no (the run recorded verdicts)'}")
         lines.append(f"- records the service cannot read: {'allowed' if evidence['allow_unreadable'] else 'fail'}")
+        lines.append(_additive_row(evidence))
         lines += [f"- manifest problem: {p}" for p in evidence["manifest_problems"]]
-        lines += ["", "| store | path | checksum parity | backup intact | service can read | verdict |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += ["", "| store | path | checksum parity | backup intact | service can read | additive | verdict |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for s in evidence["stores"]:
             readable = {True: "yes", False: f"no ({s['unreadable_records']} records)", None: "unknown"}
             lines.append(
                 f"| {s['store']} | `{s['path']}` | {'yes' if s['checksum']['parity'] else 'NO'} | "
                 f"{ {True: 'yes', False: 'NO', None: 'n/a (no file before)'}[s['backup']['intact']] } | "
-                f"{readable[s['service_can_read']]} | {'ok' if s['ok'] else 'FAILED'} |"
+                f"{readable[s['service_can_read']]} | {_additive_cell(s['additive'])} | "
+                f"{'ok' if s['ok'] else 'FAILED'} |"
             )
         lines += ["", "## Counts", "", "| store | count | value |", "| --- | --- | ---: |"]
         for s in evidence["stores"]:
@@ -110,13 +164,20 @@ def markdown(evidence: dict[str, Any]) -> str:
         lines += ["", "## Checksums", ""]
         for s in evidence["stores"]:
             lines.append(f"- {s['store']}: expected `{s['checksum']['expected']}`, actual `{s['checksum']['actual']}`")
-        details = [s for s in evidence["stores"] if s["problems"] or s["validation_warnings"]]
+        details = [s for s in evidence["stores"] if s["problems"] or s["validation_warnings"]
+                   or (s["additive"] is not None and not s["additive"]["ok"])]
         if details:
             lines += ["", "## Problems and warnings", ""]
             for s in details:
                 lines += [f"- {s['store']}: {p.splitlines()[0]}" for p in s["problems"]]
                 lines += [f"- {s['store']} (service): `{w['pointer']}` {w['message']}"
                           for w in s["validation_warnings"]]
+                proof = s["additive"]
+                if proof is not None and not proof["ok"]:
+                    lines += [f"- {s['store']} (additive): {proof['reason']}"] if proof["reason"] else []
+                    lines += [f"- {s['store']} (additive): `{d['pointer']}` {d['message']}" for d in proof["first"]]
+        if evidence["baseline"] is not None:
+            _baseline(lines, evidence["baseline"])
     else:
         lines += ["", "| store | path | action | detail |", "| --- | --- | --- | --- |"]
         for s in evidence["stores"]:

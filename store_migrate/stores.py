@@ -121,6 +121,13 @@ def _kind_from_schema(name: str, schema: dict[str, Any]) -> StoreKind:
     )
 
 
+def kind_from_schema(name: str, schema: dict[str, Any]) -> StoreKind:
+    """The kind a schema given as a dict describes (another version of a schema file, as
+    schema-diff compares them); `validate.StoreValidator(kind_from_schema(...))` validates
+    stores against it. Raises SchemaFileError like the installed files would."""
+    return _kind_from_schema(name, schema)
+
+
 @cache
 def store_kind(name: str) -> StoreKind:
     if name not in KIND_ORDER:

@@ -1,5 +1,5 @@
-"""The checks verify makes on one store: checksum, shape, counts, backup, service readability,
-and count drops against a baseline.
+"""The checks verify makes on one store: checksum, shape, counts, backup, service readability
+(count drops against a baseline: compare.py; nothing lost or changed: additive.py).
 
 Records the service cannot read fail a store unless the operator allows them
 (`allow_unreadable`): the run's recorded verdict is trusted when the bytes are the recorded ones,
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -20,6 +21,10 @@ from .logs import timed
 from .manifest import Manifest, StoreEntry
 from .prepare import parse, read_store, validated
 from .stores import StoreKind, store_kind
+
+if TYPE_CHECKING:
+    from .additive import Additive
+    from .compare import Comparison
 
 log = structlog.get_logger("store_migrate")
 
@@ -39,6 +44,8 @@ class StoreCheck:
     """The problems (also in `problems`) that are this user's permissions, not the store's bytes."""
     unreadable_allowed: bool = False
     """Records the service cannot read are a warning, not a failure (--allow-unreadable)."""
+    additive: Additive | None = None
+    """With `verify --additive`: whether the live store holds everything the backup held."""
 
     @property
     def unreadable(self) -> bool:
@@ -46,7 +53,8 @@ class StoreCheck:
         return self.report is not None and not self.report.readable
 
     def failed(self) -> bool:
-        return bool(self.problems) or (self.unreadable and not self.unreadable_allowed)
+        return (bool(self.problems) or (self.unreadable and not self.unreadable_allowed)
+                or (self.additive is not None and not self.additive.ok))
 
 
 @dataclass
@@ -57,6 +65,11 @@ class VerifyResult:
     stores: list[StoreCheck]
     strict: bool = False
     allow_unreadable: bool = False
+    additive: bool = False
+    """Whether every store was also proven additive (`verify --additive`)."""
+    comparison: Comparison | None = None
+    """With `verify --baseline`: the baseline against this manifest; its findings are among the
+    problems too."""
 
     @property
     def ok(self) -> bool:
@@ -75,16 +88,6 @@ class VerifyResult:
 
 def _sha_problem(what: str, expected: str | None, actual: str) -> str:
     return f"{what}\n  expected: {expected}\n  actual:   {actual}"
-
-
-def drops(baseline: dict[str, int], now: dict[str, int], source: str, max_drop: int) -> list[str]:
-    """The runbook's "unexpected data drops": counts that fell by more than `max_drop`."""
-    return [
-        f"count {name} dropped by {old - now[name]} against baseline {source} "
-        f"({old} -> {now[name]}; --max-drop {max_drop})"
-        for name, old in sorted(baseline.items())
-        if name in now and old - now[name] > max_drop
-    ]
 
 
 def verify_store(

@@ -148,19 +148,24 @@ def test_run_dry_run_verify_rollback_and_reports_show_no_store_content(stores: S
     calls += [
         stores.call(VERIFY, manifest, "--strict", "--report", str(reports[0]), check=1),
         stores.call("store-migrate", "verify", manifest, "--strict", "--json", check=1),
-        stores.call("store-migrate", "verify", manifest, "--report", str(reports[1]), check=1),
+        stores.call("store-migrate", "verify", manifest, "--additive", "--report", str(reports[1]), check=1),
     ]
     assert "[#" in reports[0].read_text()
+    assert "- additive (nothing lost or changed): yes, every store holds all its backup held" in reports[1].read_text()
     # the stores change after the run: verify fails on each, rollback refuses, then is forced
     stores.write("auth", f'{{"{M}": "\\udbee", "x": {DIGITS}e999, "sessions": {{"{M}": '.encode() + b'"\xfe"}}')
     stores.write("codex_threads", {"threads": {M: M}, M: M})
     stores.write("domain", {"shouts": {M: M}, "next_shout_id": {M: M}})
     calls += [
-        stores.call(VERIFY, manifest, "--strict", "--report", str(reports[2]), check=1),
+        stores.call(VERIFY, manifest, "--strict", "--additive", "--report", str(reports[2]), check=1),
+        proof := stores.call("store-migrate", "verify", manifest, "--additive", "--json", check=1),
         stores.call("store-migrate", "rollback", manifest, "--report", str(reports[3]), check=1),
         stores.call("store-migrate", "rollback", manifest, "--force", "--report", str(reports[4]), check=0),
     ]
     assert "does not parse: invalid UTF-8 at line 1" in reports[2].read_text()
+    additive = {s["store"]: s["additive"] for s in json.loads(proof.stdout)["stores"]}
+    assert additive["auth"]["first"][0]["message"].startswith("the live store does not parse (invalid UTF-8")
+    assert additive["codex_threads"]["differences"] > 1 and additive["domain"]["differences"] > 1
     for bad in BAD_COUNTERS:  # each refuses the store, naming the counter and its type only
         stores.write("domain", marked_store("domain", [bad] * 6))
         calls += [stores.call("store-migrate", "run", "--dry-run", check=1), stores.call(RUN, check=1)]
