@@ -18,6 +18,7 @@ from . import (
     access,
     compare,
     duplicates,
+    durable,
     jsonio,
     manifest,
     ondisk,
@@ -94,8 +95,9 @@ def run(
                     for p in prepared:
                         p.discard()
         except BaseException:
-            with shielded(then_stop=False):  # workers stopped early leave their temporary files
+            with shielded(then_stop=False):  # workers and copies stopped early leave temporary files
                 remove_leftovers(targets, None)
+                durable.remove_leftover_temps(work.backups, mine=True)
             raise
 
 

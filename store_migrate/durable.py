@@ -301,10 +301,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_leftover_temps(directory: str, *, only_for: str | None = None, locked: bool = False) -> list[str]:
+def remove_leftover_temps(
+    directory: str, *, only_for: str | None = None, locked: bool = False, mine: bool = False
+) -> list[str]:
     """Remove the temporary files that killed runs left in `directory` (only those of `only_for`,
     a file name, when given). A temp file whose writer is still running is left alone, unless the
-    caller holds the lock that every writer of such files holds (`locked`)."""
+    caller holds the lock that every writer of such files holds (`locked`), or it is this
+    process's own and `mine` (a run that stopped early, once its threads are done)."""
     try:
         entries = os.listdir(directory)
     except (FileNotFoundError, NotADirectoryError):
@@ -314,7 +317,8 @@ def remove_leftover_temps(directory: str, *, only_for: str | None = None, locked
         match = _TEMP_NAME.match(entry)
         if match is None or (only_for is not None and match["name"] != only_for):
             continue
-        if not locked and _alive(int(match["pid"])):
+        pid = int(match["pid"])
+        if not locked and _alive(pid) and not (mine and pid == os.getpid()):
             continue
         discard(os.path.join(directory, entry))
         removed.append(os.path.join(directory, entry))
