@@ -38,7 +38,6 @@ already; other values are told only by their JSON type.
 from __future__ import annotations
 
 import math
-import mmap
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,42 +117,80 @@ def check(entry: StoreEntry, target: str, *, limit: int = DEFAULT_LIMIT) -> Addi
 def _check(kind: StoreKind, entry: StoreEntry, target: str, limit: int) -> Additive:
     if not entry.existed:
         return Additive(entry.store, True, "new store")
-    assert entry.backup_path is not None
-    try:  # in a worker the pages are mapped (a file truncated meanwhile ends only that process)
-        backup = ondisk.map_snapshot(entry.backup_path) if workers.in_worker() else ondisk.read_snapshot(
-            entry.backup_path, hash_in_background=True)
-    except OSError as exc:  # a link (never followed), a directory, no permission
-        return _unproven(entry, f"backup unreadable: {entry.backup_path} ({exc.strerror or exc})")
-    if backup is None:
-        return _unproven(entry, f"backup missing: {entry.backup_path}")
     try:
         live = _Live.open(target)
-        if live is None:
-            return Additive(entry.store, False, "not proven", [Difference("$", "the live store file is missing")], 1)
-        try:
-            result = _compare(kind, entry.store, backup.data, live, limit)
-        finally:
-            live.close()
-        if backup.sha256 != entry.before_sha256:  # asked only now: a thread hashed the bytes while they were parsed
-            return _unproven(entry, f"backup {entry.backup_path} does not hash to before_sha256")
-        return result
+    except OSError as exc:  # a directory, no permission
+        return _unproven(entry, f"live store unreadable: {entry.path} ({exc.strerror or exc})")
+    if live is None:
+        return Additive(entry.store, False, "not proven", [Difference("$", "the live store file is missing")], 1)
+    try:
+        return _prove(kind, entry, live, limit)
     except OSError as exc:
         return _unproven(entry, f"live store unreadable: {entry.path} ({exc.strerror or exc})")
     finally:
-        if isinstance(backup, ondisk.Mapped):
-            backup.close()
+        live.close()
 
 
 def _unproven(entry: StoreEntry, reason: str) -> Additive:
     return Additive(entry.store, False, "not proven", reason=reason)
 
 
-class _Live:
-    """The live file's bytes: mapped in a worker process (where a file truncated under the map
-    ends only that process), read otherwise; `holds(piece, at)` compares without a copy."""
+def _open_backup(entry: StoreEntry, *, mapped: bool) -> ondisk.Snapshot | ondisk.Mapped | str:
+    """The backup's bytes, hashed by a thread meanwhile (mapped: in a worker process, where a file
+    truncated under the map ends only that process); or why not."""
+    assert entry.backup_path is not None
+    try:
+        found = ondisk.map_snapshot(entry.backup_path) if mapped else ondisk.read_snapshot(
+            entry.backup_path, hash_in_background=True)
+    except OSError as exc:  # a link (never followed), a directory, no permission
+        return f"backup unreadable: {entry.backup_path} ({exc.strerror or exc})"
+    return f"backup missing: {entry.backup_path}" if found is None else found
 
-    def __init__(self, data: bytes | mmap.mmap) -> None:
-        self.data = data
+
+def _prove(kind: StoreKind, entry: StoreEntry, live: _Live, limit: int) -> Additive:
+    """The usual store, proven by canonical bytes; anything else walked (`_walked`). The backup
+    is released (a map's pages given back) before the live file is compared with it."""
+    backup = _open_backup(entry, mapped=workers.in_worker())
+    if isinstance(backup, str):
+        return _unproven(entry, backup)
+    try:
+        unchanged = live.equals(backup.data)
+        value = None if unchanged or not backup.data else _typed(kind, backup.data)
+        members = duplicates.written(backup.data)
+        digest = backup.sha256  # the thread hashed the very bytes decoded
+    finally:
+        if isinstance(backup, ondisk.Mapped):
+            backup.close()
+        del backup
+    if digest != entry.before_sha256:
+        return _unproven(entry, f"backup {entry.backup_path} does not hash to before_sha256")
+    if unchanged:
+        return Additive(entry.store, True, "unchanged")
+    if value is not None and _holds_canonical(live, expected(kind, value), members + _added(kind, value)):
+        return Additive(entry.store, True, "canonical")
+    tried, value = value is not None, None
+    again = _open_backup(entry, mapped=False)  # read once more, as bytes: the walk needs them
+    if isinstance(again, str) or again.sha256 != entry.before_sha256:
+        return _unproven(entry, f"backup {entry.backup_path} changed while it was read")
+    assert isinstance(again.data, bytes)
+    return _walked(kind, entry.store, again.data, members, live, limit, canonical_tried=tried)
+
+
+def _typed(kind: StoreKind, data: bytes | memoryview) -> dict[str, Any] | None:
+    try:
+        return typed.decode(kind, data)
+    except typed.Declined:
+        return None
+
+
+class _Live:
+    """The live file, read a piece at a time where it is compared (no copy of it held, no pages
+    mapped), whole only for the walk."""
+
+    _CHUNK = 1 << 21
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd, self.size = fd, size
 
     @classmethod
     def open(cls, path: str) -> _Live | None:
@@ -161,43 +198,38 @@ class _Live:
             fd, st = ondisk.open_regular(path)
         except FileNotFoundError:
             return None
-        try:
-            if st.st_size > 0 and workers.in_worker():
-                return cls(mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
-            with os.fdopen(fd, "rb", closefd=False) as handle:
-                return cls(handle.read())
-        finally:
-            os.close(fd)
+        return cls(fd, st.st_size)
 
     def __len__(self) -> int:
-        return len(self.data)
+        return self.size
 
     def holds(self, piece: bytes | memoryview, at: int) -> bool:
-        if isinstance(self.data, bytes):
-            return self.data.startswith(piece, at)
-        return self.data.find(piece, at, at + len(piece)) == at
+        """Whether the file holds `piece` at offset `at` (a memcmp of the bytes read there)."""
+        return at + len(piece) <= self.size and os.pread(self.fd, len(piece), at).startswith(piece)
+
+    def equals(self, data: bytes | memoryview) -> bool:
+        return len(data) == self.size and all(
+            self.holds(data[start : start + self._CHUNK], start) for start in range(0, self.size, self._CHUNK))
 
     def whole(self) -> bytes:
-        return self.data if isinstance(self.data, bytes) else self.data[:]
+        parts, at = [], 0
+        while at < self.size:
+            part = os.pread(self.fd, self.size - at, at)
+            if not part:
+                break
+            parts.append(part)
+            at += len(part)
+        return b"".join(parts)
 
     def close(self) -> None:
-        if isinstance(self.data, mmap.mmap):
-            self.data.close()
+        os.close(self.fd)
 
 
-def _compare(kind: StoreKind, store: str, backup: bytes | memoryview, live: _Live, limit: int) -> Additive:
-    if len(backup) == len(live) and live.holds(backup, 0):
-        return Additive(store, True, "unchanged")
-    value = None
-    if backup:
-        try:
-            value = typed.decode(kind, backup)
-        except typed.Declined:
-            value = None
-    members = duplicates.written(backup)
-    if value is not None and _holds_canonical(live, expected(kind, value), members + _added(kind, value)):
-        return Additive(store, True, "canonical")
-    data = bytes(backup)
+def _walked(
+    kind: StoreKind, store: str, data: bytes, members: int, live: _Live, limit: int, *, canonical_tried: bool
+) -> Additive:
+    """Both parsed in full and compared member by member (the module docstring); first the
+    canonical bytes once more when the typed decode declined the backup (an unknown field...)."""
     try:
         before = jsonio.decode(data) if data else {}
     except jsonio.JsonError as exc:
@@ -205,10 +237,9 @@ def _compare(kind: StoreKind, store: str, backup: bytes | memoryview, live: _Liv
         return Additive(store, False, "walk", [Difference(
             "$", f"the backup does not parse ({exc.reason}{f' at {where}' if where else ''}): the live store "
                  "cannot be shown to hold what it held")], 1)
-    if value is None and isinstance(before, dict) and _holds_canonical(
+    if not canonical_tried and isinstance(before, dict) and _holds_canonical(
             live, expected(kind, dict(before)), members + _added(kind, before)):
         return Additive(store, True, "canonical")
-    del value
     text = live.whole()
     try:
         after = jsonio.decode(text)
