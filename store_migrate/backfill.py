@@ -57,18 +57,7 @@ def remove_leftovers(store_paths: list[str], work_dir: str | None) -> None:
 def known_results(settings: Settings) -> dict[str, Known]:
     """What the newest complete manifest written by this very transform proves about each store
     path: bytes with its after_sha256 are already migrated and need no parsing."""
-    work = WorkDir(settings.work_dir)
-    if not os.path.isdir(work.manifests):
-        return {}
-    for name in sorted(os.listdir(work.manifests), reverse=True):
-        if not name.endswith(".json"):
-            continue
-        path = os.path.join(work.manifests, name)
-        try:
-            record = manifest.load(path)
-        except StoreMigrateError as exc:
-            log.warning("manifest.skipped", path=path, reason=exc.message)
-            continue
+    for path, record in manifest.each_in(WorkDir(settings.work_dir).manifests, newest_first=True):
         if not record.complete:
             continue
         if record.transform_version != transform.TRANSFORM_VERSION or record.tool_version != __version__:
