@@ -44,7 +44,7 @@ from typing import Any
 
 import structlog
 
-from . import duplicates, durable, jsonio, transform, typed, workers
+from . import duplicates, jsonio, ondisk, transform, typed, workers
 from .logs import timed
 from .manifest import StoreEntry
 from .redact import Positions
@@ -135,12 +135,12 @@ def _unproven(entry: StoreEntry, reason: str) -> Additive:
     return Additive(entry.store, False, "not proven", reason=reason)
 
 
-def _open_backup(entry: StoreEntry, *, mapped: bool) -> durable.Snapshot | durable.Mapped | str:
+def _open_backup(entry: StoreEntry, *, mapped: bool) -> ondisk.Snapshot | ondisk.Mapped | str:
     """The backup's bytes, hashed by a thread meanwhile (mapped: in a worker process, where a file
     truncated under the map ends only that process); or why not."""
     assert entry.backup_path is not None
     try:
-        found = durable.map_snapshot(entry.backup_path) if mapped else durable.read_snapshot(
+        found = ondisk.map_snapshot(entry.backup_path) if mapped else ondisk.read_snapshot(
             entry.backup_path, hash_in_background=True)
     except OSError as exc:  # a link (never followed), a directory, no permission
         return f"backup unreadable: {entry.backup_path} ({exc.strerror or exc})"
@@ -159,7 +159,7 @@ def _prove(kind: StoreKind, entry: StoreEntry, live: _Live, limit: int) -> Addit
         members = duplicates.written(backup.data)
         digest = backup.sha256  # the thread hashed the very bytes decoded
     finally:
-        if isinstance(backup, durable.Mapped):
+        if isinstance(backup, ondisk.Mapped):
             backup.close()
         del backup
     if digest != entry.before_sha256:
@@ -195,7 +195,7 @@ class _Live:
     @classmethod
     def open(cls, path: str) -> _Live | None:
         try:
-            fd, st = durable.open_regular(path)
+            fd, st = ondisk.open_regular(path)
         except FileNotFoundError:
             return None
         return cls(fd, st.st_size)

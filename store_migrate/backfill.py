@@ -57,18 +57,7 @@ def remove_leftovers(store_paths: list[str], work_dir: str | None) -> None:
 def known_results(settings: Settings) -> dict[str, Known]:
     """What the newest complete manifest written by this very transform proves about each store
     path: bytes with its after_sha256 are already migrated and need no parsing."""
-    work = WorkDir(settings.work_dir)
-    if not os.path.isdir(work.manifests):
-        return {}
-    for name in sorted(os.listdir(work.manifests), reverse=True):
-        if not name.endswith(".json"):
-            continue
-        path = os.path.join(work.manifests, name)
-        try:
-            record = manifest.load(path)
-        except StoreMigrateError as exc:
-            log.warning("manifest.skipped", path=path, reason=exc.message)
-            continue
+    for path, record in manifest.each_in(WorkDir(settings.work_dir).manifests, newest_first=True):
         if not record.complete:
             continue
         if record.transform_version != transform.TRANSFORM_VERSION or record.tool_version != __version__:
@@ -100,10 +89,10 @@ def _reserve_stamp(settings: Settings, clock: Clock) -> tuple[datetime, str]:
         time.sleep(max(0.01, 1 - moment.microsecond / 1e6))
 
 
-def _replace(prepared: PreparedStore) -> durable.FileIdentity | None:
+def _replace(prepared: PreparedStore) -> ondisk.FileIdentity | None:
     """Rename the prepared new bytes over one store, unless it changed since it was read."""
     expected = None if prepared.before is None else prepared.before.identity
-    if durable.identity(prepared.target) != expected:
+    if ondisk.identity(prepared.target) != expected:
         raise ConcurrentWrite(
             f"[{prepared.store}] {prepared.path} changed on disk while the run worked "
             "(is the service still writing it?)",
@@ -115,10 +104,10 @@ def _replace(prepared: PreparedStore) -> durable.FileIdentity | None:
         durable.commit_temp(temp, prepared.target)
     log.info("store.replaced", store=prepared.store, path=prepared.path, bytes=prepared.after_size,
              sha256=prepared.after_sha256, **clock)
-    return durable.identity(prepared.target)
+    return ondisk.identity(prepared.target)
 
 
-Replaced = list[tuple[PreparedStore, durable.FileIdentity | None, str | None]]
+Replaced = list[tuple[PreparedStore, ondisk.FileIdentity | None, str | None]]
 """Stores this run replaced: the store, the identity of our new file, and its backup."""
 
 
@@ -127,20 +116,20 @@ def _put_back(replaced: Replaced) -> list[str]:
     failures = []
     for prepared, ours, backup in reversed(replaced):
         try:
-            if durable.identity(prepared.target) != ours:
+            if ondisk.identity(prepared.target) != ours:
                 failures.append(f"{prepared.path} (changed again since this run replaced it)")
                 continue
             if prepared.before is None:
                 durable.remove(prepared.target)
             else:
                 assert backup is not None
-                saved = durable.read_snapshot(backup)
+                saved = ondisk.read_snapshot(backup)
                 if saved is None or saved.sha256 != prepared.before.sha256:
                     failures.append(f"{prepared.path} (its backup {backup} does not hold the old bytes)")
                     continue
                 before = prepared.before
-                durable.atomic_replace(prepared.target, saved.data, mode=before.mode,
-                                       owner=ondisk.Ownership(before.mode, before.uid, before.gid).owner)
+                durable.atomic_replace(prepared.target, saved.data, mode=before.ownership.mode,
+                                       owner=before.ownership.owner)
             log.info("store.put_back", store=prepared.store, path=prepared.path)
         except OSError as exc:
             failures.append(f"{prepared.path} ({exc.strerror})")
@@ -161,7 +150,7 @@ def prepare_all(
     prepared and raise the first failure in store order. `targets` are the store paths with
     every link resolved (ondisk.locate_stores). With `early`, the stores that go to worker
     processes are copied for their backups meanwhile."""
-    sizes = [durable.size_of(target) for target in targets]
+    sizes = [ondisk.size_of(target) for target in targets]
     known_bytes = sum(size for s, size in zip(settings.stores, sizes, strict=True) if s.path in known)
     with progress.task("hashing stores", known_bytes) as advance:
         shortcuts = workers.in_threads(
@@ -281,7 +270,7 @@ def _replace_one(p: PreparedStore, backup: str | None, replaced: Replaced) -> No
     except (OSError, StoreMigrateError):
         # A failure after the rename (fsync of the directory) leaves our bytes in place.
         if holds(p.target, p.after_sha256):
-            replaced.append((p, durable.identity(p.target), backup))
+            replaced.append((p, ondisk.identity(p.target), backup))
         raise
 
 

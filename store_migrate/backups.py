@@ -21,7 +21,7 @@ from types import TracebackType
 
 import structlog
 
-from . import durable, workdir
+from . import durable, ondisk, workdir
 from .errors import ConcurrentWrite, RunFailed, describe_os_error
 from .logs import timed
 from .manifest import StoreEntry
@@ -34,7 +34,7 @@ log = structlog.get_logger("store_migrate")
 def holds(path: str, sha256: str) -> bool:
     """Whether `path` holds exactly the bytes with this hash (used on failure paths only)."""
     try:
-        return durable.hash_file(path)[0] == sha256
+        return ondisk.hash_file(path)[0] == sha256
     except OSError:
         return False
 
@@ -81,7 +81,7 @@ class EarlyCopies:
         with timed() as clock:
             temp = durable.copy_to_temp(target, self.directory, f"{store}.bak.json")
             try:
-                sha256, size = durable.hash_file(temp)
+                sha256, size = ondisk.hash_file(temp)
             except BaseException:
                 durable.discard(temp)
                 raise
@@ -138,7 +138,7 @@ def _carry_on(prepared: PreparedStore, origin: StoreEntry, stamp: str, backup_di
     path = os.path.join(backup_dir, workdir.backup_name(prepared.store, stamp, origin.before_sha256))
     try:
         durable.link_new(origin.backup_path, path)
-        written, size = durable.hash_file(path, advance)
+        written, size = ondisk.hash_file(path, advance)
     except OSError as exc:
         raise RunFailed(
             f"[{prepared.store}] the backup {origin.backup_path} of the run that migrated {prepared.path} "
@@ -181,7 +181,7 @@ def write_backup(
         if same is not None:
             durable.link_new(same, path)
             advance(before.size)
-            written, size = durable.hash_file(path, advance)
+            written, size = ondisk.hash_file(path, advance)
         elif early is not None:
             written, size = early.sha256, early.size
             if written == before.sha256:
@@ -189,7 +189,7 @@ def write_backup(
             advance(2 * size)
         else:
             durable.copy_new(prepared.target, path, advance=advance)
-            written, size = durable.hash_file(path, advance)
+            written, size = ondisk.hash_file(path, advance)
     if written != before.sha256:
         raise ConcurrentWrite(
             f"[{prepared.store}] {prepared.path} changed on disk while the run worked: its backup reads "

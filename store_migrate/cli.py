@@ -117,6 +117,9 @@ def _call(log_format: LogFormat, quiet: bool, work: Callable[[], None]) -> None:
     configure(log_format.value, quiet=quiet)
     try:
         work()
+        if (done := sys.modules.get("store_migrate.interrupts")) is not None and done.completed():
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # through the interpreter's exit too
+                signal.signal(signum, signal.SIG_IGN)
     except StoreMigrateError as exc:
         _fail(exc.message, exc.hint, exc.exit_code)
     except PermissionError as exc:

@@ -95,8 +95,9 @@ def run(
                     for p in prepared:
                         p.discard()
         except BaseException:
-            with shielded(then_stop=False):  # workers stopped early leave their temporary files
+            with shielded(then_stop=False):  # workers and copies stopped early leave temporary files
                 remove_leftovers(targets, None)
+                durable.remove_leftover_temps(work.backups, mine=True)
             raise
 
 
@@ -168,11 +169,11 @@ def verify(
     usable = [i for i, found in enumerate(located) if not isinstance(found, str)]
     jobs: list[tuple[Any, ...]] = [("verify", record.stores[i], located[i], canonical, strict, allow_unreadable)
                                    for i in usable]
-    sizes = [durable.size_of(record.stores[i].path) for i in usable]
+    sizes = [ondisk.size_of(record.stores[i].path) for i in usable]
     if additive:  # jobs of their own: the biggest store's proof runs beside the other stores' checks
         jobs += [("additive", *job[1:]) for job in jobs]
-        sizes += [size + durable.size_of(record.stores[i].backup_path or "") for i, size in zip(usable, sizes,
-                                                                                                 strict=True)]
+        sizes += [size + ondisk.size_of(record.stores[i].backup_path or "") for i, size in zip(usable, sizes,
+                                                                                                strict=True)]
     with workers.forked(_verify_job, jobs, sizes) as pool, \
             progress.task(f"verifying {len(usable)} store(s)", sum(sizes)) as advance:  # forked first: no thread yet
         outcomes = pool.results(on_done=lambda i: advance(sizes[i]))
@@ -218,8 +219,7 @@ def _paths(record: Manifest) -> set[str]:
 def _pinned(entry: StoreEntry, *, allow_dangling: bool) -> ondisk.Located | str:
     """Where a manifest's store path leads now, or why it may not be followed (ondisk.pinned)."""
     try:
-        return ondisk.pinned(entry.path, entry.resolved_path, f"[{entry.store}] store path",
-                             allow_dangling=allow_dangling)
+        return ondisk.pinned(entry.path, entry.resolved_path, "store path", allow_dangling=allow_dangling)
     except ondisk.UnsafeStorePath as exc:
         return exc.message
 
@@ -247,14 +247,14 @@ def rollback(
     if os.path.lexists(backup_dir):
         workdir.require_trusted_dir(backup_dir, os.lstat(backup_dir), "backup directory")
     located = [_pinned(entry, allow_dangling=True) for entry in record.stores]
-    unsafe = [found for found in located if isinstance(found, str)]
+    unsafe = [f"[{e.store}] {found}" for e, found in zip(record.stores, located, strict=True) if isinstance(found, str)]
     if unsafe:
         _refuse_rollback(unsafe)
     targets = {e.store: found.target for e, found in zip(record.stores, located, strict=True)
                if isinstance(found, ondisk.Located)}
     with interruptible(), locked(list(targets.values()), lock_timeout):
         remove_leftovers(list(targets.values()), None)
-        sizes = {e.store: durable.size_of(targets[e.store]) + durable.size_of(e.backup_path or "")
+        sizes = {e.store: ondisk.size_of(targets[e.store]) + ondisk.size_of(e.backup_path or "")
                  for e in record.stores}
         total = sum(sizes.values())
 

@@ -37,7 +37,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from . import durable, jsonio, validate
+from . import jsonio, ondisk, validate
 from .stores import StoreKind
 
 log = structlog.get_logger("store_migrate")
@@ -221,7 +221,7 @@ def refusal(kind: StoreKind, path: str, sha256: str | None, counted: int, expect
     """Why a run refuses a store whose output holds `counted` colons where `expected` were due
     (the bytes were dropped after parsing: read again, and used only if they are the same), and
     where: the reason and position for StoreRefused."""
-    snapshot = durable.read_snapshot(path)
+    snapshot = ondisk.read_snapshot(path)
     if snapshot is None or snapshot.sha256 != sha256:
         return "an object names the same member twice (the file has changed since: run again to locate it)", None
     found = locate(snapshot.data, kind)

@@ -12,206 +12,35 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
-import mmap
 import os
 import queue
 import re
 import secrets
-import stat
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
+
+from .ondisk import open_regular
 
 TEMP_MARK = ".store-migrate-tmp-"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 _CHUNK = 1 << 20
-READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW
-"""Every file is opened for reading without following a final link (callers resolve store
-paths safely first, see ondisk.py) and without blocking (a FIFO planted in a store's place must
-not hang the tool while it holds the lock); what is opened must then be a regular file."""
-
-
-@dataclass(frozen=True)
-class FileIdentity:
-    """What tells us a file was not touched since we read it."""
-
-    device: int
-    inode: int
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-
-    @classmethod
-    def of(cls, st: os.stat_result) -> FileIdentity:
-        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-    def to_json(self) -> dict[str, int]:
-        return {"device": self.device, "inode": self.inode, "size": self.size,
-                "mtime_ns": self.mtime_ns, "ctime_ns": self.ctime_ns}
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A file's bytes as read once, with their hash and the identity and mode they had."""
-
-    data: bytes
-    identity: FileIdentity
-    mode: int
-    uid: int
-    gid: int
-    _digest: Future[str]
-
-    @property
-    def sha256(self) -> str:
-        """The hex SHA-256 of `data` (waits for it when it is being computed in the background)."""
-        return self._digest.result()
-
-
-def _sha256(data: bytes | memoryview, *, background: bool) -> Future[str]:
-    """The hex SHA-256 of `data`, now or computed by a thread (hashing releases the GIL)."""
-    digest: Future[str] = Future()
-    if not background:
-        digest.set_result(hashlib.sha256(data).hexdigest())
-        return digest
-
-    def work() -> None:
-        try:
-            digest.set_result(hashlib.sha256(data).hexdigest())
-        except Exception as exc:  # noqa: BLE001 - raised again for whoever asks for the hash
-            digest.set_exception(exc)
-
-    threading.Thread(target=work, name="store-migrate-hash", daemon=True).start()
-    return digest
-
-
-def _read_regular(path: str, read: Callable[[int, os.stat_result], Any]) -> tuple[Any, os.stat_result] | None:
-    """`read(fd, stat)` of a regular file, and its stat; None when it does not exist."""
-    try:
-        fd, st = open_regular(path)
-    except FileNotFoundError:
-        return None
-    try:
-        return read(fd, st), st
-    finally:
-        os.close(fd)
-
-
-def open_regular(path: str) -> tuple[int, os.stat_result]:
-    """A file descriptor for reading `path` (READ_FLAGS) and its stat; IsADirectoryError when it is
-    not a regular file, OSError(ELOOP) when it is a symbolic link."""
-    fd = os.open(path, READ_FLAGS)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, "not a regular file", path)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, st
-
-
-def _read_whole(fd: int, _: os.stat_result) -> bytes:
-    with os.fdopen(fd, "rb", closefd=False) as handle:
-        return handle.read()
-
-
-def read_snapshot(path: str, *, hash_in_background: bool = False) -> Snapshot | None:
-    """Read a regular file whole and hash it; None when it does not exist. With
-    `hash_in_background` the hash is computed by a thread while the caller goes on, for example
-    parsing the bytes; `sha256` waits for it."""
-    found = _read_regular(path, _read_whole)
-    if found is None:
-        return None
-    data, st = found
-    digest = _sha256(data, background=hash_in_background)
-    return Snapshot(data, FileIdentity.of(st), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, digest)
-
-
-@dataclass(frozen=True)
-class Mapped:
-    """A file's pages mapped read-only (no copy into this process's memory), with the hash of
-    its bytes computed by a thread meanwhile, and the identity and mode it had when opened.
-    `data` is valid until `close`; nothing may hold a view of it then."""
-
-    data: memoryview
-    identity: FileIdentity
-    mode: int
-    uid: int
-    gid: int
-    _digest: Future[str]
-    _map: mmap.mmap | None
-
-    @property
-    def sha256(self) -> str:
-        return self._digest.result()
-
-    def close(self) -> None:
-        self._digest.result()  # the hashing thread reads the map
-        self.data.release()
-        if self._map is not None:
-            self._map.close()
-
-
-def map_snapshot(path: str) -> Mapped | None:
-    """`read_snapshot(path, hash_in_background=True)` without reading the bytes into memory:
-    about 0.1-0.2 s and 200 MB of fresh pages less for a 200 MB store. A file truncated while
-    it is mapped raises SIGBUS on access: use only where that signal ends a worker process, whose
-    parent reports it (workers.in_worker). None when the file does not exist."""
-    found = _read_regular(path, lambda fd, st: mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if st.st_size else None)
-    if found is None:
-        return None
-    mapping, st = found
-    data = memoryview(mapping) if mapping is not None else memoryview(b"")
-    digest = _sha256(data, background=True)
-    return Mapped(data, FileIdentity.of(st), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, digest, mapping)
-
-
-def hash_file(path: str, advance: Callable[[int], None] | None = None) -> tuple[str, int]:
-    """SHA-256 hex and size of a file, read in chunks (no whole-file buffer)."""
-    digest = hashlib.sha256()
-    size = 0
-    with os.fdopen(open_regular(path)[0], "rb") as handle:
-        while chunk := handle.read(_CHUNK * 8):
-            digest.update(chunk)
-            size += len(chunk)
-            if advance is not None:
-                advance(len(chunk))
-    return digest.hexdigest(), size
-
-
-def size_of(path: str) -> int:
-    """A file's size in bytes; 0 when it does not exist."""
-    try:
-        return os.stat(path).st_size
-    except FileNotFoundError:
-        return 0
-
-
-def identity(path: str) -> FileIdentity | None:
-    """The identity of the directory entry `path` itself (a link is not followed: a store swapped
-    for a link no longer has the identity it was read with)."""
-    try:
-        return FileIdentity.of(os.lstat(path))
-    except FileNotFoundError:
-        return None
-
-
-def ensure_dir(path: str) -> None:
-    """Create a directory and its missing parents with mode 0700, fsyncing each new entry."""
+def ensure_dir(path: str, owner: tuple[int, int] | None = None) -> None:
+    """Create a directory and its missing parents with mode 0700, fsyncing each new entry; each
+    new one given `owner` (uid, gid) when set (a store directory stays the service's)."""
     if os.path.isdir(path):
         return
     parent = os.path.dirname(os.path.abspath(path))
-    ensure_dir(parent)
+    ensure_dir(parent, owner)
     try:
         os.mkdir(path, DIR_MODE)
     except FileExistsError:
         if os.path.isdir(path):
             return
         raise
+    if owner is not None:
+        os.chown(path, *owner, follow_symlinks=False)
     fsync_dir(parent)
 
 
@@ -472,10 +301,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_leftover_temps(directory: str, *, only_for: str | None = None, locked: bool = False) -> list[str]:
+def remove_leftover_temps(
+    directory: str, *, only_for: str | None = None, locked: bool = False, mine: bool = False
+) -> list[str]:
     """Remove the temporary files that killed runs left in `directory` (only those of `only_for`,
     a file name, when given). A temp file whose writer is still running is left alone, unless the
-    caller holds the lock that every writer of such files holds (`locked`)."""
+    caller holds the lock that every writer of such files holds (`locked`), or it is this
+    process's own and `mine` (a run that stopped early, once its threads are done)."""
     try:
         entries = os.listdir(directory)
     except (FileNotFoundError, NotADirectoryError):
@@ -485,7 +317,8 @@ def remove_leftover_temps(directory: str, *, only_for: str | None = None, locked
         match = _TEMP_NAME.match(entry)
         if match is None or (only_for is not None and match["name"] != only_for):
             continue
-        if not locked and _alive(int(match["pid"])):
+        pid = int(match["pid"])
+        if not locked and _alive(pid) and not (mine and pid == os.getpid()):
             continue
         discard(os.path.join(directory, entry))
         removed.append(os.path.join(directory, entry))

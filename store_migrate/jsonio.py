@@ -112,7 +112,7 @@ def _decode_long_integers(data: bytes, exc: Exception) -> Any:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise _diagnose(data, exc) from None
-    if _LONE_SURROGATE.search(data):
+    if _lone_surrogate(data):
         raise _diagnose(data, exc)
     try:
         return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
@@ -126,6 +126,16 @@ def _decode_long_integers(data: bytes, exc: Exception) -> Any:
         raise JsonError("nesting too deep to parse") from None
 
 
+def _lone_surrogate(data: bytes) -> re.Match[bytes] | None:
+    """The first lone surrogate escape; the scan (about 0.16 s/MB) starts at the first `\\u`."""
+    start = data.find(b"\\u")
+    if start < 0:
+        return None
+    while start and data[start - 1] == 0x5C:  # the whole run of backslashes: their parity matters
+        start -= 1
+    return _LONE_SURROGATE.search(data, start)
+
+
 def _diagnose(data: bytes, exc: Exception) -> JsonError:
     """Turn a parser failure into a precise reason and position (only runs on failure). The
     reason quotes nothing from the data (no byte value, escape or number: stores hold secrets);
@@ -134,7 +144,7 @@ def _diagnose(data: bytes, exc: Exception) -> JsonError:
         data.decode("utf-8")
     except UnicodeDecodeError as bad:
         return JsonError("invalid UTF-8", bad.start)
-    surrogate = _LONE_SURROGATE.search(data)
+    surrogate = _lone_surrogate(data)
     if surrogate is not None:
         return JsonError("a lone surrogate escape (not valid Unicode)", surrogate.end() - 6)
     message = str(exc)

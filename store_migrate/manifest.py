@@ -11,19 +11,22 @@ import errno
 import json
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from . import jsonio, ondisk, workdir
-from .errors import ManifestInvalid, ManifestNotFound
+from .errors import ManifestInvalid, ManifestNotFound, StoreMigrateError
 from .stores import KIND_ORDER, load_schema
 
 if TYPE_CHECKING:  # jsonschema is imported when a manifest is first loaded (a run may load none)
     from jsonschema import Draft202012Validator, ValidationError
 
+log = structlog.get_logger("store_migrate")
 SCHEMA_ID = "openagents.rust_store_migration.v1"
 Clock = Callable[[], datetime]
 
@@ -117,6 +120,22 @@ def _short(error: ValidationError) -> str:
     if len(error.message) <= 160:
         return str(error.message)
     return f"fails the schema's {error.validator!r} rule ({error.validator_value!r})"
+
+
+def each_in(directory: str, *, newest_first: bool = False) -> Iterator[tuple[str, Manifest]]:
+    """Every readable manifest in a work directory's `manifests/` named as runs name them, with
+    its path, oldest first (or newest first). One that cannot be read is logged and passed over:
+    it cannot describe a run of ours."""
+    if not os.path.isdir(directory):
+        return
+    for name in sorted(os.listdir(directory), reverse=newest_first):
+        if not workdir.MANIFEST_NAME.fullmatch(name):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            yield path, load(path)
+        except StoreMigrateError as exc:
+            log.warning("manifest.skipped", path=path, reason=exc.message)
 
 
 def _read(path: str, *, changes: bool) -> bytes:

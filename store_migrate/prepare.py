@@ -29,18 +29,6 @@ log = structlog.get_logger("store_migrate")
 
 
 @dataclass(frozen=True)
-class Before:
-    """The store file as it was read (its bytes are not kept)."""
-
-    sha256: str
-    size: int
-    identity: durable.FileIdentity
-    mode: int
-    uid: int
-    gid: int
-
-
-@dataclass(frozen=True)
 class Known:
     """What an earlier complete run of the same transform recorded about a store's bytes."""
 
@@ -60,7 +48,8 @@ class PreparedStore:
     path: str
     target: str
     """Where bytes are written: `path` with symlinks resolved (a link stays a link)."""
-    before: Before | None
+    before: ondisk.FileState | None
+    """The store file as it was read (its bytes are not kept); None when it did not exist."""
     after_sha256: str
     after_size: int
     temp: str | None
@@ -107,14 +96,14 @@ def _opened(store: str, path: str, read: Callable[[], Opened]) -> Opened:
         raise StoreMigrateError(f"[{store}] cannot read {path}: {exc.strerror}") from None
 
 
-def read_store(store: str, path: str, *, hash_in_background: bool = False) -> durable.Snapshot | None:
+def read_store(store: str, path: str, *, hash_in_background: bool = False) -> ondisk.Snapshot | None:
     """The store's bytes, or None when it does not exist; a clear error for anything else."""
-    return _opened(store, path, lambda: durable.read_snapshot(path, hash_in_background=hash_in_background))
+    return _opened(store, path, lambda: ondisk.read_snapshot(path, hash_in_background=hash_in_background))
 
 
-def map_store(store: str, path: str) -> durable.Mapped | None:
-    """The store's pages mapped (durable.map_snapshot: in worker processes only), or None."""
-    return _opened(store, path, lambda: durable.map_snapshot(path))
+def map_store(store: str, path: str) -> ondisk.Mapped | None:
+    """The store's pages mapped (ondisk.map_snapshot: in worker processes only), or None."""
+    return _opened(store, path, lambda: ondisk.map_snapshot(path))
 
 
 def parse(kind: StoreKind, path: str, data: bytes | memoryview) -> tuple[Any, bool]:
@@ -145,7 +134,7 @@ def validated(
     return report
 
 
-def _refuse(before: Before | None, store: str, path: str, reason: str, position: str | None) -> StoreRefused:
+def _refuse(before: ondisk.FileState | None, store: str, path: str, reason: str, position: str | None) -> StoreRefused:
     log.warning(
         "store.refused", store=store, path=path, reason=reason, position=position,
         bytes=None if before is None else before.size, sha256=None if before is None else before.sha256,
@@ -177,15 +166,13 @@ def prepare(
     with timed() as parse_clock:  # while a thread hashes the bytes
         value, typed_ok = parse(kind, path, data)
         members = duplicates.written(data)  # compared with the output's (duplicates.py)
-    before = None if snapshot is None else Before(
-        snapshot.sha256, len(snapshot.data), snapshot.identity, snapshot.mode, snapshot.uid, snapshot.gid
-    )
+    before = None if snapshot is None else snapshot.state
     log.info(
         "store.read", store=store, path=path, existed=before is not None,
         bytes=None if before is None else before.size, sha256=None if before is None else before.sha256, **clock,
     )
     size = len(data)
-    if isinstance(snapshot, durable.Mapped):
+    if isinstance(snapshot, ondisk.Mapped):
         if not typed_ok:
             data = bytes(data)  # the general path, and its error positions, work on bytes
         snapshot.close()
@@ -222,10 +209,9 @@ def prepare(
         digest = hashlib.sha256()
         temp = None
         if write:
-            owned = ondisk.ownership_for_new(target, siblings) if before is None else ondisk.Ownership(
-                before.mode, before.uid, before.gid)
+            owned = ondisk.ownership_for_new(target, siblings) if before is None else before.ownership
             directory = os.path.dirname(target)
-            durable.ensure_dir(directory)
+            durable.ensure_dir(directory, ondisk.directory_owner(directory))
             temp, size = durable.write_temp_stream(
                 directory, os.path.basename(target), pieces, owned.mode, owned.owner, digest,
                 unless=None if before is None else before.sha256,
@@ -279,9 +265,9 @@ def check_known(
     the store must be prepared in full."""
     try:
         st = os.lstat(target)
-        identity = durable.FileIdentity.of(st)
+        identity = ondisk.FileIdentity.of(st)
         if known.identity is not None and identity.to_json() == known.identity and stat.S_ISREG(st.st_mode):
-            before = Before(known.after_sha256, st.st_size, identity, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+            before = ondisk.FileState.of(known.after_sha256, st)
             log.info("store.read", store=store, path=path, existed=True, bytes=st.st_size,
                      sha256=known.after_sha256, hashed=False)
             if advance is not None:
@@ -290,19 +276,19 @@ def check_known(
             prepared.hashed = False
             return prepared
         with timed() as clock:
-            sha256, size = durable.hash_file(target, advance)
+            sha256, size = ondisk.hash_file(target, advance)
         st_after = os.lstat(target)
     except FileNotFoundError:
         return None
-    if sha256 != known.after_sha256 or durable.FileIdentity.of(st_after) != identity or not stat.S_ISREG(st.st_mode):
+    if sha256 != known.after_sha256 or ondisk.FileIdentity.of(st_after) != identity or not stat.S_ISREG(st.st_mode):
         return None
-    before = Before(sha256, size, identity, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+    before = ondisk.FileState.of(sha256, st)
     log.info("store.read", store=store, path=path, existed=True, bytes=size, sha256=sha256, **clock)
     return _already_migrated(store, path, target, before, known, strict)
 
 
 def _already_migrated(
-    store: str, path: str, target: str, before: Before, known: Known, strict: bool
+    store: str, path: str, target: str, before: ondisk.FileState, known: Known, strict: bool
 ) -> PreparedStore:
     """These exact bytes are the output of an earlier complete run of this transform: a fixed
     point, so nothing needs parsing; its counts and validation verdict are reused."""

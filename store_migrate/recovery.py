@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import structlog
 
 from . import durable, manifest, ondisk, restore, workdir
-from .errors import RunFailed, StoreMigrateError
+from .errors import RunFailed
 from .manifest import PENDING, REVERTED, Clock, Manifest
 from .workdir import WorkDir
 
@@ -40,17 +40,9 @@ def pending_runs(work: WorkDir, paths: set[str], *, newer_than: str | None = Non
     """The pending manifests in `work` that cover any of `paths` (store paths or their targets),
     oldest first; only those sorting after the manifest file name `newer_than`, when given.
     A manifest that cannot be read is skipped (and logged): it cannot describe a run of ours."""
-    if not os.path.isdir(work.manifests):
-        return []
     found = []
-    for name in sorted(os.listdir(work.manifests)):
-        if not workdir.MANIFEST_NAME.fullmatch(name) or (newer_than is not None and name <= newer_than):
-            continue
-        path = os.path.join(work.manifests, name)
-        try:
-            record = manifest.load(path)
-        except StoreMigrateError as exc:
-            log.warning("manifest.skipped", path=path, reason=exc.message)
+    for path, record in manifest.each_in(work.manifests):
+        if newer_than is not None and os.path.basename(path) <= newer_than:
             continue
         if record.status == PENDING and _covers(record, paths):
             found.append(Pending(path, record))

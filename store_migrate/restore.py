@@ -18,32 +18,19 @@ from .prepare import read_store
 log = structlog.get_logger("store_migrate")
 
 
-@dataclass(frozen=True)
-class LiveFile:
-    """The live store file as rollback found it. `data` is None when its identity (device, inode,
-    size, mtime, ctime) is the one the run recorded right after writing it: it then holds the
-    after_sha256 bytes and is not read at all (saves reading and hashing every migrated store)."""
-
-    sha256: str
-    identity: durable.FileIdentity
-    mode: int
-    uid: int
-    gid: int
-    data: bytes | None
-
-
-def _live_file(entry: StoreEntry, target: str) -> LiveFile | None:
+def _live_file(entry: StoreEntry, target: str) -> tuple[ondisk.FileState | None, bytes | None]:
+    """The live store file as rollback found it, and its bytes. No bytes when its identity
+    (device, inode, size, mtime, ctime) is the one the run recorded right after writing it: it
+    then holds the after_sha256 bytes and is not read at all (saves reading and hashing every
+    migrated store)."""
     try:
         st = os.lstat(target)
     except FileNotFoundError:
-        return None
-    identity = durable.FileIdentity.of(st)
-    if stat.S_ISREG(st.st_mode) and entry.after_identity is not None and identity.to_json() == entry.after_identity:
-        return LiveFile(entry.after_sha256, identity, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, None)
+        return None, None
+    if stat.S_ISREG(st.st_mode) and entry.after_identity == ondisk.FileIdentity.of(st).to_json():
+        return ondisk.FileState.of(entry.after_sha256, st), None
     read = read_store(entry.store, target)
-    if read is None:
-        return None
-    return LiveFile(read.sha256, read.identity, read.mode, read.uid, read.gid, read.data)
+    return (None, None) if read is None else (read.state, read.data)
 
 
 @dataclass
@@ -55,8 +42,10 @@ class RollbackAction:
     action: str
     """`restored`, `removed` or `skipped`: also the word the CLI prints."""
     reason: str = ""
-    backup: durable.Snapshot | None = None
-    live: LiveFile | None = None
+    backup: ondisk.Snapshot | None = None
+    live: ondisk.FileState | None = None
+    live_data: bytes | None = None
+    """The live file's bytes, when they had to be read (kept before a forced rollback)."""
     forced: bool = False
     """The live file matched neither hash and --force was given: keep a copy first."""
     kept_as: str | None = None
@@ -69,10 +58,10 @@ class RollbackResult:
     actions: list[RollbackAction]
 
 
-def _read_backup(entry: StoreEntry) -> tuple[durable.Snapshot | None, str | None]:
+def _read_backup(entry: StoreEntry) -> tuple[ondisk.Snapshot | None, str | None]:
     assert entry.backup_path is not None
     try:
-        backup = durable.read_snapshot(entry.backup_path)
+        backup = ondisk.read_snapshot(entry.backup_path)
     except OSError as exc:
         return None, f"[{entry.store}] backup unreadable: {entry.backup_path} ({exc.strerror})"
     if backup is None:
@@ -87,8 +76,8 @@ def _read_backup(entry: StoreEntry) -> tuple[durable.Snapshot | None, str | None
 
 def plan(entry: StoreEntry, target: str, force: bool) -> tuple[RollbackAction, str | None]:
     """What rollback would do for one store, or why it must not."""
-    live = _live_file(entry, target)
-    action = RollbackAction(entry.store, entry.path, target, "skipped", live=live)
+    live, live_data = _live_file(entry, target)
+    action = RollbackAction(entry.store, entry.path, target, "skipped", live=live, live_data=live_data)
     drift = live is not None and live.sha256 not in (entry.after_sha256, entry.before_sha256)
     if entry.existed:
         action.backup, problem = _read_backup(entry)
@@ -120,9 +109,9 @@ def _keep_drifted(action: RollbackAction, directory: str, stamp: str) -> None:
     kept = os.path.join(directory, workdir.pre_rollback_name(action.store, stamp, action.live.sha256))
     durable.ensure_dir(directory)
     if not os.path.lexists(kept):
-        assert action.live.data is not None  # a file at its recorded identity never drifted
-        durable.create_new(kept, action.live.data)
-    digest, _ = durable.hash_file(kept)
+        assert action.live_data is not None  # a file at its recorded identity never drifted
+        durable.create_new(kept, action.live_data)
+    digest, _ = ondisk.hash_file(kept)
     if digest != action.live.sha256:
         raise RollbackRefused(f"[{action.store}] copy {kept} of the newer file does not read back intact")
     action.kept_as = kept
@@ -139,7 +128,7 @@ def apply(action: RollbackAction, backup_dir: str, stamp: str, siblings: tuple[s
         return
     target = action.target
     expected = None if action.live is None else action.live.identity
-    if durable.identity(target) != expected:
+    if ondisk.identity(target) != expected:
         raise ConcurrentWrite(
             f"[{action.store}] {action.path} changed on disk during the rollback",
             hint="stop the service's writers, then rerun the rollback (it is safe to rerun)",
@@ -152,14 +141,13 @@ def apply(action: RollbackAction, backup_dir: str, stamp: str, siblings: tuple[s
         else:
             assert action.backup is not None
             live = action.live
-            owned = ondisk.ownership_for_new(target, siblings) if live is None else ondisk.Ownership(
-                live.mode, live.uid, live.gid)
+            owned = ondisk.ownership_for_new(target, siblings) if live is None else live.ownership
             if live is None:
-                durable.ensure_dir(os.path.dirname(target))
+                durable.ensure_dir(os.path.dirname(target), ondisk.directory_owner(os.path.dirname(target)))
             durable.atomic_replace(target, action.backup.data, mode=owned.mode, owner=owned.owner)
     log.info(
         f"store.{action.action}", store=action.store, path=action.path,
         sha256=None if action.backup is None else action.backup.sha256,
         bytes=None if action.backup is None else len(action.backup.data),
-        live_known_by=None if action.live is None else "identity" if action.live.data is None else "hash", **clock,
+        live_known_by=None if action.live is None else "identity" if action.live_data is None else "hash", **clock,
     )

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from . import durable, manifest
+from . import durable, manifest, ondisk
 from .config import Settings
 from .errors import StoreMigrateError
-from .manifest import PENDING
+from .manifest import PENDING, StoreEntry
 from .stores import KIND_ORDER
 
 log = structlog.get_logger("store_migrate")
@@ -79,7 +79,7 @@ def _backup_files(directory: str) -> tuple[list[str], str | None]:
 
 
 def _reason_to_keep(
-    settings: Settings, path: str, stamp: str, current: Callable[[str], str | None],
+    settings: Settings, path: str, stamp: str, current: Callable[[StoreEntry], str | None],
     carried: Callable[[str, str, str | None], bool],
 ) -> str | None:
     """Why this old manifest (and its backups) must stay; None when both may go."""
@@ -92,7 +92,7 @@ def _reason_to_keep(
     if record.status == PENDING:
         return "pending: its run did not finish; its rollback may be needed"
     live = [e.store for e in record.stores
-            if e.changed and current(e.path) == e.after_sha256 and not carried(stamp, e.path, e.before_sha256)]
+            if e.changed and current(e) == e.after_sha256 and not carried(stamp, e.path, e.before_sha256)]
     if live:
         verb = "holds" if len(live) == 1 else "hold"
         return f"{', '.join(live)} still {verb} its after_sha256: its rollback may be needed"
@@ -125,13 +125,16 @@ def prune(settings: Settings, keep: int, dry_run: bool) -> PruneResult:
     result = PruneResult()
     hashes: dict[str, str | None] = {}
 
-    def current(path: str) -> str | None:
-        if path not in hashes:
+    def current(entry: StoreEntry) -> str | None:
+        """The hash of the bytes a manifest's store path leads to now (links followed safely, as
+        verify and rollback follow them); None when it leads nowhere or not safely."""
+        if entry.path not in hashes:
             try:
-                hashes[path] = durable.hash_file(path)[0]
-            except OSError:
-                hashes[path] = None
-        return hashes[path]
+                target = ondisk.locate(entry.path, f"[{entry.store}] store path").target
+                hashes[entry.path] = ondisk.hash_file(target)[0]
+            except (OSError, StoreMigrateError):
+                hashes[entry.path] = None
+        return hashes[entry.path]
 
     directory = settings.manifests_dir
     for place in (settings.work_dir, directory, settings.backups_root):

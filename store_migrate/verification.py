@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from . import access, duplicates, durable, jsonio, summary, transform, validate, workers
+from . import access, duplicates, jsonio, ondisk, summary, transform, validate, workers
 from .errors import StoreMigrateError
 from .logs import timed
 from .manifest import Manifest, StoreEntry
@@ -142,7 +142,7 @@ def _check_store(
 
 
 def _check_live(
-    check: StoreCheck, kind: StoreKind, entry: StoreEntry, live: durable.Snapshot | None, canonical: bool,
+    check: StoreCheck, kind: StoreKind, entry: StoreEntry, live: ondisk.Snapshot | None, canonical: bool,
     strict: bool, allow_unreadable: bool,
 ) -> None:
     # --strict parses in full anyway: start while a thread hashes the bytes
@@ -198,7 +198,7 @@ def _backup_problems(entry: StoreEntry) -> tuple[list[str], list[str]]:
     if denied is not None:
         return [f"backup unreadable: {denied}"], [f"backup unreadable: {denied}"]
     try:
-        digest, _ = durable.hash_file(entry.backup_path)
+        digest, _ = ondisk.hash_file(entry.backup_path)
     except FileNotFoundError:
         return [f"backup missing: {entry.backup_path}"], []
     except OSError as exc:

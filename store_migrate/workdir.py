@@ -18,7 +18,6 @@ to verify (which changes nothing) must be owned by the user or root and writable
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import stat
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from datetime import datetime
 
 from . import durable
 from .errors import StoreMigrateError
+from .ondisk import user_name
 
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -101,13 +101,6 @@ class WorkDir:
         absolute = os.path.abspath(manifest_path)
         manifests, name = os.path.split(absolute)
         return cls(os.path.dirname(manifests)), name.removesuffix(".json")
-
-
-def user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid {uid}"
 
 
 def _owner_problem(path: str, st: os.stat_result, what: str, *, others_may_write_dir: bool = False) -> str | None:

@@ -82,3 +82,18 @@ def test_a_failed_runs_put_back_keeps_the_owner(stores: Stores, monkeypatch: pyt
     assert stores.hashes() == pre
     for path in stores.paths.values():
         assert owned(path) == (SERVICE, SERVICE, 0o640), path
+
+
+def test_a_store_directory_deleted_since_the_run_is_recreated_for_the_service(stores: Stores) -> None:
+    service_layout(stores)
+    stores.call(RUN, check=0)
+    manifest = stores.newest_manifest()
+    directory = stores.paths["auth"].parent
+    for path in stores.paths.values():
+        path.unlink()
+    directory.rmdir()  # a wiped volume, or the service user's rm -rf
+    os.chown(directory.parent, SERVICE, SERVICE)
+    stores.call(ROLLBACK, str(manifest), check=0)
+    assert directory.stat().st_uid == SERVICE and stat.S_IMODE(directory.stat().st_mode) == 0o700
+    for path in stores.paths.values():
+        assert owned(path)[:2] == (SERVICE, SERVICE), path

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import STORE_FILES, Stores, load_json
+from conftest import STORE_FILES, STORE_VARS, Stores, load_json
 from conftest import sha256 as sha256_of
 
 from store_migrate import commands, config, lock
@@ -138,3 +138,20 @@ def test_prune_takes_the_run_s_lock_before_it_looks(stores: Stores, prunable: Pa
     assert f"is locked by pid {os.getpid()}" in done.stderr
     assert prunable.exists()
     assert f"removed: {prunable}" in prune(stores)
+
+
+def test_store_paths_through_links_are_followed_when_prune_asks_what_they_hold(stores: Stores, tmp_path: Path) -> None:
+    stores.write_samples()
+    links = tmp_path / "links"
+    links.mkdir()
+    for kind, path in stores.paths.items():
+        (links / path.name).symlink_to(path)
+        stores.environ[STORE_VARS[kind]] = str(links / path.name)
+    clock = Clock()
+    (first,) = runs(stores, 1, clock=clock)
+    document = load_json(first)
+    document["tool_version"] = "0.0.1"  # an earlier version's manifest: the next run carries nothing on
+    first.write_text(json.dumps(document))
+    runs(stores, 2, change=("domain",), clock=clock)
+    out = prune(stores, "--dry-run")
+    assert any(line.startswith(f"kept: {first} (auth, codex_threads still hold its after_sha256") for line in out), out

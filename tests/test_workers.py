@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import PROJECT, STORE_FILES, Stores
 
-from store_migrate import commands, config, progress, workers
+from store_migrate import commands, config, ondisk, progress, workers
 
 BIG = [workers.PARALLEL_BYTES, workers.PARALLEL_BYTES, workers.PARALLEL_BYTES]
 
@@ -55,12 +55,11 @@ def test_a_result_bigger_than_the_pipe_buffer_arrives_whole() -> None:
 def read_after_truncation(path: str | None) -> int:
     import faulthandler
 
-    from store_migrate import durable
 
     if path is None:
         return 0
     faulthandler.disable()  # the signal is expected: no dump of this worker's stack
-    mapped = durable.map_snapshot(path)
+    mapped = ondisk.map_snapshot(path)
     assert mapped is not None
     mapped.sha256  # noqa: B018 - the hashing thread is done with the pages
     os.truncate(path, 0)  # an in-place writer truncates the store under the map
