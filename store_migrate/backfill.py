@@ -19,7 +19,7 @@ from .errors import ConcurrentWrite, RunFailed, StoreMigrateError, describe_os_e
 from .interrupts import Interrupted
 from .logs import timed
 from .manifest import COMPLETE, PENDING, REVERTED, Clock, Manifest, StoreEntry
-from .prepare import Known, PreparedStore, check_known, prepare
+from .prepare import Known, PreparedStore, check_known, prepare, refuse_holes
 from .progress import Progress
 from .workdir import WorkDir
 
@@ -34,15 +34,14 @@ class RunResult:
     stores: list[PreparedStore] = field(default_factory=list)
 
 
-def remove_leftovers(store_paths: list[str], work_dir: str | None) -> None:
-    """Remove temporary files that a killed run or rollback left beside the stores (`store_paths`,
-    every link resolved; we hold their
+def remove_leftovers(stores: list[ondisk.Located], work_dir: str | None) -> None:
+    """Remove temporary files that a killed run or rollback left beside the stores (we hold their
     lock, which every writer of those holds) and in the work directory (shared with runs on other
     stores: only files whose writer is gone)."""
-    places = [os.path.split(p) for p in store_paths]
     removed = [
-        temp for directory, name in places
-        for temp in durable.remove_leftover_temps(directory, only_for=name, locked=True)
+        os.path.join(os.path.dirname(found.target), os.path.basename(temp)) for found in stores
+        for temp in durable.remove_leftover_temps(os.path.dirname(found.at), only_for=os.path.basename(found.at),
+                                                  locked=True)
     ]
     if work_dir is not None:
         removed += durable.remove_leftover_temps(os.path.join(work_dir, "manifests"))
@@ -92,7 +91,7 @@ def _reserve_stamp(settings: Settings, clock: Clock) -> tuple[datetime, str]:
 def _replace(prepared: PreparedStore) -> ondisk.FileIdentity | None:
     """Rename the prepared new bytes over one store, unless it changed since it was read."""
     expected = None if prepared.before is None else prepared.before.identity
-    if ondisk.identity(prepared.target) != expected:
+    if ondisk.identity(prepared.at) != expected:
         raise ConcurrentWrite(
             f"[{prepared.store}] {prepared.path} changed on disk while the run worked "
             "(is the service still writing it?)",
@@ -101,10 +100,10 @@ def _replace(prepared: PreparedStore) -> ondisk.FileIdentity | None:
     assert prepared.temp is not None
     with timed() as clock:
         temp, prepared.temp = prepared.temp, None
-        durable.commit_temp(temp, prepared.target)
+        durable.commit_temp(temp, prepared.at)
     log.info("store.replaced", store=prepared.store, path=prepared.path, bytes=prepared.after_size,
              sha256=prepared.after_sha256, **clock)
-    return ondisk.identity(prepared.target)
+    return ondisk.identity(prepared.at)
 
 
 Replaced = list[tuple[PreparedStore, ondisk.FileIdentity | None, str | None]]
@@ -116,11 +115,11 @@ def _put_back(replaced: Replaced) -> list[str]:
     failures = []
     for prepared, ours, backup in reversed(replaced):
         try:
-            if ondisk.identity(prepared.target) != ours:
+            if ondisk.identity(prepared.at) != ours:
                 failures.append(f"{prepared.path} (changed again since this run replaced it)")
                 continue
             if prepared.before is None:
-                durable.remove(prepared.target)
+                durable.remove(prepared.at)
             else:
                 assert backup is not None
                 saved = ondisk.read_snapshot(backup)
@@ -128,7 +127,7 @@ def _put_back(replaced: Replaced) -> list[str]:
                     failures.append(f"{prepared.path} (its backup {backup} does not hold the old bytes)")
                     continue
                 before = prepared.before
-                durable.atomic_replace(prepared.target, saved.data, mode=before.ownership.mode,
+                durable.atomic_replace(prepared.at, saved.data, mode=before.ownership.mode,
                                        owner=before.ownership.owner)
             log.info("store.put_back", store=prepared.store, path=prepared.path)
         except OSError as exc:
@@ -138,7 +137,7 @@ def _put_back(replaced: Replaced) -> list[str]:
 
 def prepare_all(
     settings: Settings,
-    targets: list[str],
+    stores: list[ondisk.Located],
     allow_empty: bool,
     strict: bool,
     known: dict[str, Known],
@@ -147,25 +146,28 @@ def prepare_all(
     early: EarlyCopies | None = None,
 ) -> list[PreparedStore]:
     """Prepare every store (in parallel when big); if any cannot be, discard what the others
-    prepared and raise the first failure in store order. `targets` are the store paths with
-    every link resolved (ondisk.locate_stores). With `early`, the stores that go to worker
+    prepared and raise the first failure in store order. `stores` are where the store paths
+    lead (ondisk.locate_stores), held (durable.held). With `early`, the stores that go to worker
     processes are copied for their backups meanwhile."""
-    sizes = [ondisk.size_of(target) for target in targets]
+    for store, found in zip(settings.stores, stores, strict=True):
+        refuse_holes(store.kind, store.path, found.at)
+    sizes = [ondisk.size_of(found.at) for found in stores]
     known_bytes = sum(size for s, size in zip(settings.stores, sizes, strict=True) if s.path in known)
     with progress.task("hashing stores", known_bytes) as advance:
         shortcuts = workers.in_threads(
-            lambda i: check_known(settings.stores[i].kind, settings.stores[i].path, targets[i],
-                                  known[settings.stores[i].path], strict=strict, advance=advance)
+            lambda i: check_known(settings.stores[i].kind, settings.stores[i].path, stores[i].target,
+                                  known[settings.stores[i].path], at=stores[i].at, strict=strict, advance=advance)
             if settings.stores[i].path in known else None,
-            range(len(targets)), sum(sizes),
+            range(len(stores)), sum(sizes),
         )
     rest = [i for i, done in enumerate(shortcuts) if done is None]
-    jobs = [(settings.stores[i].kind, settings.stores[i].path, targets[i], tuple(targets), allow_empty, strict, write)
-            for i in rest]
+    siblings = tuple(found.at for found in stores)
+    jobs = [(settings.stores[i].kind, settings.stores[i].path, stores[i].target, stores[i].at, siblings, allow_empty,
+             strict, write) for i in rest]
     if early is not None and workers.forks([sizes[i] for i in rest]):
         for i in sorted(rest, key=lambda i: -sizes[i]):
-            if os.path.isfile(targets[i]):
-                early.start(settings.stores[i].kind, targets[i])
+            if os.path.isfile(stores[i].at):
+                early.start(settings.stores[i].kind, stores[i].at)
     rest_sizes = [sizes[i] for i in rest]
     with workers.forked(_prepare_job, jobs, rest_sizes) as pool, \
             progress.task(f"parsing, checking and encoding {len(rest)} store(s)", sum(rest_sizes)) as advance:
@@ -191,9 +193,10 @@ def prepare_all(
 
 
 def _prepare_job(
-    store: str, path: str, target: str, siblings: tuple[str, ...], allow_empty: bool, strict: bool, write: bool
+    store: str, path: str, target: str, at: str, siblings: tuple[str, ...], allow_empty: bool, strict: bool,
+    write: bool,
 ) -> PreparedStore:
-    return prepare(store, path, target, siblings=siblings, allow_empty=allow_empty, strict=strict, write=write)
+    return prepare(store, path, target, at=at, siblings=siblings, allow_empty=allow_empty, strict=strict, write=write)
 
 
 def backup_and_replace(
@@ -269,8 +272,8 @@ def _replace_one(p: PreparedStore, backup: str | None, replaced: Replaced) -> No
         replaced.append((p, _replace(p), backup))
     except (OSError, StoreMigrateError):
         # A failure after the rename (fsync of the directory) leaves our bytes in place.
-        if holds(p.target, p.after_sha256):
-            replaced.append((p, ondisk.identity(p.target), backup))
+        if holds(p.at, p.after_sha256):
+            replaced.append((p, ondisk.identity(p.at), backup))
         raise
 
 

@@ -188,7 +188,7 @@ def write_backup(
                 durable.commit_new(early.temp, path)
             advance(2 * size)
         else:
-            durable.copy_new(prepared.target, path, advance=advance)
+            durable.copy_new(prepared.at, path, advance=advance)
             written, size = ondisk.hash_file(path, advance)
     if written != before.sha256:
         raise ConcurrentWrite(

@@ -73,16 +73,17 @@ def run(
     """Backfill every store: prepare all, back up all, write a pending manifest, replace, complete.
     Refuses first when no store exists (unless `allow_missing`), a path is unsafe, or this user
     lacks a permission."""
-    targets = _preflight(settings, allow_missing)
+    located = _preflight(settings, allow_missing)
+    targets = [found.target for found in located]
     work = WorkDir(settings.work_dir)
-    with interruptible(), locked(targets, lock_timeout):
-        remove_leftovers(targets, settings.work_dir)
+    with interruptible(), locked(targets, lock_timeout), durable.held(located, create=True) as stores:
+        remove_leftovers(stores, settings.work_dir)
         with shielded():
             for pending in pending_runs(work, {s.path for s in settings.stores} | set(targets)):
                 recover(pending, clock)
         try:
             with EarlyCopies(work.backups) as early:
-                prepared = prepare_all(settings, targets, allow_empty, strict, known_results(settings), progress,
+                prepared = prepare_all(settings, stores, allow_empty, strict, known_results(settings), progress,
                                        early=early)
                 recorded = already_recorded(prepared)
                 if recorded is not None:
@@ -96,7 +97,7 @@ def run(
                         p.discard()
         except BaseException:
             with shielded(then_stop=False):  # workers and copies stopped early leave temporary files
-                remove_leftovers(targets, None)
+                remove_leftovers(stores, None)
                 durable.remove_leftover_temps(work.backups, mine=True)
             raise
 
@@ -113,24 +114,24 @@ def dry_run(
     encoded in memory. Refuses exactly as a run would, permissions included. Leaves no file
     behind (no backup, manifest or temporary file; the lock is a kernel lock on the directory,
     not a file)."""
-    targets = _preflight(settings, allow_missing)
-    prepared = prepare_all(settings, targets, allow_empty, strict, known_results(settings), progress, write=False)
+    with durable.held(_preflight(settings, allow_missing), create=False) as stores:
+        prepared = prepare_all(settings, stores, allow_empty, strict, known_results(settings), progress, write=False)
     log.info("run.dry", stores=[p.store for p in prepared], would_change=[p.store for p in prepared if p.changed])
     return prepared
 
 
-def _preflight(settings: Settings, allow_missing: bool) -> list[str]:
+def _preflight(settings: Settings, allow_missing: bool) -> list[ondisk.Located]:
     """What a run and a dry run check before any lock, read or write: where the stores are (and
     that some exist); that every store path leads safely to a regular file or to nothing, no two
     stores are one file and none lies in the work directory (ondisk.py); that the parts of the
     work directory that exist are trusted (workdir.py); and that this user may do everything the
-    run does (access.py). The store paths with every link resolved."""
+    run does (access.py). Where each store path leads."""
     ondisk.require_printable(settings.work_dir, "work directory (WORK_DIR)")
     check_present(settings, allow_missing=allow_missing)
     located = ondisk.locate_stores([(s.kind, s.path, s.source) for s in settings.stores], settings.work_dir)
     WorkDir(settings.work_dir).check()
     access.check_run(settings)
-    return [found.target for found in located]
+    return located
 
 
 def verify(
@@ -250,10 +251,11 @@ def rollback(
     unsafe = [f"[{e.store}] {found}" for e, found in zip(record.stores, located, strict=True) if isinstance(found, str)]
     if unsafe:
         _refuse_rollback(unsafe)
-    targets = {e.store: found.target for e, found in zip(record.stores, located, strict=True)
-               if isinstance(found, ondisk.Located)}
-    with interruptible(), locked(list(targets.values()), lock_timeout):
-        remove_leftovers(list(targets.values()), None)
+    found_at = [found for found in located if isinstance(found, ondisk.Located)]
+    with interruptible(), locked([found.target for found in found_at], lock_timeout), \
+            durable.held(found_at, create=True) as held:
+        remove_leftovers(held, None)
+        targets = {e.store: found.at for e, found in zip(record.stores, held, strict=True)}
         sizes = {e.store: ondisk.size_of(targets[e.store]) + ondisk.size_of(e.backup_path or "")
                  for e in record.stores}
         total = sum(sizes.values())

@@ -6,6 +6,16 @@ holds its old bytes or its new bytes, never a mix. Temporary files carry TEMP_MA
 so a later run can recognise and remove what a killed run left behind.
 
 New files are created 0600 and new directories 0700: the stores hold secrets.
+
+A store's directory is held open while a command writes in it (`held`). Checking a path and then
+writing by that path leaves a gap: a user who owns a directory above the store could swap the
+store's directory for a link to a root-only one in between. So once the lock is held, each
+store's directory is opened and checked to be the very directory `ondisk.locate` walked to
+(device and inode); missing directories below it are created relative to it; and from then on
+the store is reached only through it: `Located.at` is `/proc/self/fd/<fd>/<name>`, which the
+kernel resolves through the open directory whatever happens to the path meanwhile (worker
+processes forked later inherit the descriptor). Every read, temporary file, rename and removal
+of a store uses `at`; `target` is what is recorded and printed.
 """
 
 from __future__ import annotations
@@ -17,15 +27,103 @@ import queue
 import re
 import secrets
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
-from .ondisk import open_regular
+from .errors import StoreMigrateError
+from .ondisk import Located, Ownership, UnsafeStorePath, open_regular, printable
 
 TEMP_MARK = ".store-migrate-tmp-"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 _CHUNK = 1 << 20
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@contextlib.contextmanager
+def held(located: Sequence[Located], *, create: bool) -> Iterator[list[Located]]:
+    """Each store with its directory held open and `at` set to reach it through that directory
+    (see the module doc); with `create`, the missing directories on its path are made first (0700,
+    owned like the directory above them). Without `create`, a store whose directory is missing
+    keeps `at` = `target`: nothing is written there. Raises UnsafeStorePath when a directory is
+    not the one `locate` walked to. The directories are closed on leaving."""
+    opened: dict[tuple[int, int], int] = {}
+    try:
+        yield [_hold(found, create, opened) for found in located]
+    finally:
+        for fd in opened.values():
+            os.close(fd)
+
+
+def _hold(found: Located, create: bool, opened: dict[tuple[int, int], int]) -> Located:
+    directory, name = os.path.split(found.target)
+    below = [part for part in os.path.relpath(directory, found.anchor).split("/") if part != "."]
+    if ".." in below or found.anchor_id is None:
+        raise UnsafeStorePath(f"store path {found.path}: {printable(directory)} lies outside "
+                              f"{printable(found.anchor)}, the directory it was found in")
+    if below and not create:
+        return found
+    replaced = UnsafeStorePath(
+        f"store path {found.path}: the directory {printable(found.anchor)} was replaced after it was checked",
+        hint="someone renamed or swapped a directory on the store's path; make sure only root can, then rerun",
+    )
+    try:
+        fd = os.open(found.anchor, _DIR_FLAGS)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            raise replaced from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != found.anchor_id:
+            raise replaced
+        owner = Ownership.of(st).owner  # a store directory the tool creates stays the service's
+        for part in below:
+            fd, parent = _make_dir(fd, part, owner, found), fd
+            os.close(parent)
+        st = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    key = (st.st_dev, st.st_ino)
+    if key in opened:
+        os.close(fd)
+    else:
+        opened[key] = fd
+    through = f"/proc/self/fd/{opened[key]}"
+    if not os.path.isdir(through):
+        raise StoreMigrateError("/proc is not mounted: the tool needs /proc/self/fd to write stores safely",
+                                hint="mount procfs (mount -t proc proc /proc) and rerun")
+    return replace(found, at=os.path.join(through, name))
+
+
+def _make_dir(parent: int, name: str, owner: tuple[int, int] | None, found: Located) -> int:
+    """`name` in the directory open as `parent`, created (0700, given `owner`, fsynced) when
+    missing, and opened without following a link."""
+    try:
+        os.mkdir(name, DIR_MODE, dir_fd=parent)
+        made = True
+    except FileExistsError:
+        made = False
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except OSError as exc:
+        raise UnsafeStorePath(
+            f"store path {found.path}: {printable(name)} on its path became a link or a file while the run worked",
+            hint="someone is changing the store's directories; make sure only root can, then rerun",
+        ) from exc
+    if made:
+        try:
+            if owner is not None:
+                os.fchown(fd, *owner)
+            fsync(parent)
+        except BaseException:
+            os.close(fd)
+            raise
+    return fd
+
+
 def ensure_dir(path: str, owner: tuple[int, int] | None = None) -> None:
     """Create a directory and its missing parents with mode 0700, fsyncing each new entry; each
     new one given `owner` (uid, gid) when set (a store directory stays the service's)."""

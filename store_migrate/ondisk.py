@@ -10,6 +10,8 @@ directory is refused up front, never opened (opening a FIFO would block while th
 A run records where each store path led (`resolved_path` in the manifest); verify and rollback
 follow the path again and refuse when it now leads elsewhere.
 
+Where it is written: durable.held holds the store's directory open (`Located.at`).
+
 How a file is opened: never through a final link, never blocking, and only when it is a regular
 file (`open_regular`); every read of a store or a backup goes through here.
 
@@ -78,6 +80,17 @@ class Located:
     exists: bool
     device: int | None = None
     inode: int | None = None
+    anchor: str = "/"
+    """The deepest directory on `target`'s path that existed (its own directory, normally)."""
+    anchor_id: tuple[int, int] | None = None
+    """The anchor's device and inode when it was walked to: `held` opens that very directory."""
+    at: str = ""
+    """`target` reached through its directory held open (`held`); `target` until then. Every
+    read and write of the store uses it."""
+
+    def __post_init__(self) -> None:
+        if not self.at:
+            object.__setattr__(self, "at", self.target)
 
     @property
     def linked(self) -> bool:
@@ -124,7 +137,8 @@ def locate(path: str, what: str, *, allow_dangling: bool = False) -> Located:
                     f"{what} {path}: the symbolic link {dangling[0]} leads nowhere",
                     hint="fix or remove the link; a dangling link is never followed",
                 ) from None
-            return Located(path, os.path.normpath(os.path.join(candidate, *parts)), False)
+            return Located(path, os.path.normpath(os.path.join(candidate, *parts)), False,
+                           anchor=current, anchor_id=(current_st.st_dev, current_st.st_ino))
         except NotADirectoryError:
             raise UnsafeStorePath(f"{what} {path}: {current} is not a directory") from None
         if stat.S_ISLNK(st.st_mode):
@@ -139,13 +153,16 @@ def locate(path: str, what: str, *, allow_dangling: bool = False) -> Located:
             continue
         if parts and not stat.S_ISDIR(st.st_mode):
             raise UnsafeStorePath(f"{what} {path}: {candidate} is not a directory")
+        parent, parent_st = current, current_st
         current, current_st = candidate, st
     if not stat.S_ISREG(current_st.st_mode):
         raise UnsafeStorePath(
             f"{what} {path} is {_kind_of(current_st.st_mode)}, not a regular file",
             hint="point the store variable at the store's JSON file; nothing was opened or changed",
         )
-    return Located(path, current, True, current_st.st_dev, current_st.st_ino)
+    return Located(path, current, True, current_st.st_dev, current_st.st_ino,
+                   anchor=parent, anchor_id=(parent_st.st_dev, parent_st.st_ino))
+
 
 
 def _require_safe_link(path: str, what: str, link: str, link_st: os.stat_result, dir_st: os.stat_result) -> None:
@@ -257,12 +274,6 @@ def _nearest_existing(path: str) -> str:
     while not os.path.lexists(path) and os.path.dirname(path) != path:
         path = os.path.dirname(path)
     return path
-
-
-def directory_owner(directory: str) -> tuple[int, int] | None:
-    """The (uid, gid) to give the store directories the tool creates: those of the nearest
-    directory that exists, as `Ownership.owner` would give them (None: the user's own)."""
-    return ownership_for_new(os.path.join(directory, "_"), ()).owner
 
 
 # ----------------------------------------------------------------- opening and identifying files
@@ -442,6 +453,24 @@ def hash_file(path: str, advance: Callable[[int], None] | None = None) -> tuple[
             if advance is not None:
                 advance(len(chunk))
     return digest.hexdigest(), size
+
+
+def first_hole(path: str) -> int | None:
+    """Where the first hole of a sparse file starts (a range the filesystem does not store, which
+    reads as NUL bytes), or None: no hole, no file, or a filesystem that cannot tell. A store
+    with a hole holds NUL bytes, so it is not JSON; finding that takes one call, where reading it
+    (`truncate -s 8G` makes such a file in an instant) would take minutes."""
+    try:
+        fd, st = open_regular(path)
+    except OSError:
+        return None  # the read that follows says why
+    try:
+        hole = os.lseek(fd, 0, os.SEEK_HOLE)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return hole if hole < st.st_size else None
 
 
 def size_of(path: str) -> int:

@@ -47,7 +47,10 @@ class PreparedStore:
     store: str
     path: str
     target: str
-    """Where bytes are written: `path` with symlinks resolved (a link stays a link)."""
+    """`path` with symlinks resolved (a link stays a link): what the manifest records."""
+    at: str
+    """`target` reached through its directory held open (durable.held): every read and write of
+    the store uses it."""
     before: ondisk.FileState | None
     """The store file as it was read (its bytes are not kept); None when it did not exist."""
     after_sha256: str
@@ -142,11 +145,20 @@ def _refuse(before: ondisk.FileState | None, store: str, path: str, reason: str,
     return StoreRefused(path, reason, position=position)
 
 
+def refuse_holes(store: str, path: str, at: str) -> None:
+    """Refuse a sparse store before anything copies or parses it (ondisk.first_hole)."""
+    hole = ondisk.first_hole(at)
+    if hole is not None:
+        raise _refuse(None, store, path, "the file has holes (ranges that read as NUL bytes), so it is not JSON",
+                      f"byte {hole}")
+
+
 def prepare(
     store: str,
     path: str,
     target: str,
     *,
+    at: str | None = None,
     siblings: tuple[str, ...] = (),
     allow_empty: bool = False,
     strict: bool = False,
@@ -155,13 +167,13 @@ def prepare(
     """Make one store ready. Raises StoreRefused (nothing written) when it cannot be migrated
     without losing data, or when `strict` and the service could not read a record of it.
     With `write` false (a dry run) the new bytes are measured but written nowhere. `target` is
-    `path` with every link resolved (ondisk.locate); `siblings` the other stores' targets (a store
-    the run creates takes its owner from one in the same directory)."""
+    `path` with every link resolved (ondisk.locate), `at` the same file through its directory held
+    open (durable.held, which created any missing directory; `target` when not given); `siblings`
+    the other stores' `at` (a store the run creates takes its owner from one in its directory)."""
     kind = store_kind(store)
+    at = target if at is None else at
     with timed() as clock:  # in a worker, the file's pages are mapped rather than copied
-        snapshot = map_store(store, target) if workers.in_worker() else read_store(
-            store, target, hash_in_background=True
-        )
+        snapshot = map_store(store, at) if workers.in_worker() else read_store(store, at, hash_in_background=True)
     data: bytes | memoryview = b"" if snapshot is None else snapshot.data
     with timed() as parse_clock:  # while a thread hashes the bytes
         value, typed_ok = parse(kind, path, data)
@@ -209,11 +221,9 @@ def prepare(
         digest = hashlib.sha256()
         temp = None
         if write:
-            owned = ondisk.ownership_for_new(target, siblings) if before is None else before.ownership
-            directory = os.path.dirname(target)
-            durable.ensure_dir(directory, ondisk.directory_owner(directory))
+            owned = ondisk.ownership_for_new(at, siblings) if before is None else before.ownership
             temp, size = durable.write_temp_stream(
-                directory, os.path.basename(target), pieces, owned.mode, owned.owner, digest,
+                os.path.dirname(at), os.path.basename(at), pieces, owned.mode, owned.owner, digest,
                 unless=None if before is None else before.sha256,
             )
         else:
@@ -226,7 +236,7 @@ def prepare(
         del value, result.value, pieces
         after_sha256 = digest.hexdigest()
     prepared = PreparedStore(
-        store, path, target, before, after_sha256, size, temp, counts, report,
+        store, path, target, at, before, after_sha256, size, temp, counts, report,
         result.added_keys, result.replaced_keys, counters,
     )
     if too_deep:
@@ -235,7 +245,7 @@ def prepare(
     if colons != members:  # a member named twice was dropped when parsing
         prepared.discard()
         raise _refuse(before, store, path, *duplicates.refusal(
-            kind, target, None if before is None else before.sha256, colons, members))
+            kind, at, None if before is None else before.sha256, colons, members))
     if not prepared.changed:
         prepared.discard()
     log.info(
@@ -257,14 +267,15 @@ def _counters(kind: StoreKind, result: transform.TransformResult) -> dict[str, t
 
 
 def check_known(
-    store: str, path: str, target: str, known: Known, *, strict: bool = False,
+    store: str, path: str, target: str, known: Known, *, at: str | None = None, strict: bool = False,
     advance: Callable[[int], None] | None = None,
 ) -> PreparedStore | None:
-    """A rerun's shortcut: hash the store without holding it in memory; when the bytes are the
-    ones `known` records, the store is already migrated and nothing needs parsing. None when
-    the store must be prepared in full."""
+    """A rerun's shortcut: hash the store (at `at`, as `prepare`) without holding it in memory;
+    when the bytes are the ones `known` records, the store is already migrated and nothing needs
+    parsing. None when the store must be prepared in full."""
+    at = target if at is None else at
     try:
-        st = os.lstat(target)
+        st = os.lstat(at)
         identity = ondisk.FileIdentity.of(st)
         if known.identity is not None and identity.to_json() == known.identity and stat.S_ISREG(st.st_mode):
             before = ondisk.FileState.of(known.after_sha256, st)
@@ -272,23 +283,23 @@ def check_known(
                      sha256=known.after_sha256, hashed=False)
             if advance is not None:
                 advance(st.st_size)
-            prepared = _already_migrated(store, path, target, before, known, strict)
+            prepared = _already_migrated(store, path, target, at, before, known, strict)
             prepared.hashed = False
             return prepared
         with timed() as clock:
-            sha256, size = ondisk.hash_file(target, advance)
-        st_after = os.lstat(target)
+            sha256, size = ondisk.hash_file(at, advance)
+        st_after = os.lstat(at)
     except FileNotFoundError:
         return None
     if sha256 != known.after_sha256 or ondisk.FileIdentity.of(st_after) != identity or not stat.S_ISREG(st.st_mode):
         return None
     before = ondisk.FileState.of(sha256, st)
     log.info("store.read", store=store, path=path, existed=True, bytes=size, sha256=sha256, **clock)
-    return _already_migrated(store, path, target, before, known, strict)
+    return _already_migrated(store, path, target, at, before, known, strict)
 
 
 def _already_migrated(
-    store: str, path: str, target: str, before: ondisk.FileState, known: Known, strict: bool
+    store: str, path: str, target: str, at: str, before: ondisk.FileState, known: Known, strict: bool
 ) -> PreparedStore:
     """These exact bytes are the output of an earlier complete run of this transform: a fixed
     point, so nothing needs parsing; its counts and validation verdict are reused."""
@@ -301,6 +312,6 @@ def _already_migrated(
         )
     log.info("store.already_migrated", store=store, path=path, sha256=before.sha256, manifest=known.manifest)
     return PreparedStore(
-        store, path, target, before, before.sha256, before.size, None, dict(known.counts), report,
+        store, path, target, at, before, before.sha256, before.size, None, dict(known.counts), report,
         reused=known.manifest, origin=known.entry,
     )

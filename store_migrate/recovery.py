@@ -53,25 +53,37 @@ def recover(pending: Pending, clock: Clock) -> None:
     """Return every store of a pending manifest to its before bytes, then mark it reverted.
     Raises RunFailed, having changed nothing, when a store holds neither its before nor its after
     bytes (someone wrote it since): a person must look."""
-    work, run_stamp = WorkDir.of_manifest(pending.path)
-    plans: list[tuple[restore.RollbackAction, str | None]] = []
     problems: list[str] = []
+    located: list[ondisk.Located] = []
     for entry in pending.record.stores:
         try:
-            target = ondisk.pinned(entry.path, entry.resolved_path, f"[{entry.store}] store path",
-                                   allow_dangling=True).target
+            located.append(ondisk.pinned(entry.path, entry.resolved_path, f"[{entry.store}] store path",
+                                         allow_dangling=True))
         except ondisk.UnsafeStorePath as exc:
             problems.append(exc.message)
-            continue
-        plans.append(restore.plan(entry, target, force=False))
-    problems += [problem for _, problem in plans if problem]
     if problems:
-        raise RunFailed(
-            f"a run that did not finish left manifest {pending.path} pending, and it cannot be recovered "
-            "safely:\n  " + "\n  ".join(problems),
-            hint=f"nothing was changed; look at the stores, then roll back with {pending.path} "
-            "(--force keeps a copy of each newer file) and rerun",
-        )
+        raise _unrecoverable(pending, problems)
+    with durable.held(located, create=True) as stores:
+        _put_back(pending, stores, clock)
+
+
+def _unrecoverable(pending: Pending, problems: list[str]) -> RunFailed:
+    return RunFailed(
+        f"a run that did not finish left manifest {pending.path} pending, and it cannot be recovered "
+        "safely:\n  " + "\n  ".join(problems),
+        hint=f"nothing was changed; look at the stores, then roll back with {pending.path} "
+        "(--force keeps a copy of each newer file) and rerun",
+    )
+
+
+def _put_back(pending: Pending, stores: list[ondisk.Located], clock: Clock) -> None:
+    """Recover a pending run whose store paths still lead where it found them (`stores`, held)."""
+    work, run_stamp = WorkDir.of_manifest(pending.path)
+    plans = [restore.plan(entry, found.at, force=False)
+             for entry, found in zip(pending.record.stores, stores, strict=True)]
+    problems = [problem for _, problem in plans if problem]
+    if problems:
+        raise _unrecoverable(pending, problems)
     actions = [action for action, _ in plans]
     siblings = tuple(action.target for action in actions)
     stamp = workdir.stamp(clock())

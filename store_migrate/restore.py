@@ -38,7 +38,8 @@ class RollbackAction:
     store: str
     path: str
     target: str
-    """`path` with every link resolved, where the run found it (ondisk.pinned): the only file written."""
+    """The store file where the run found it (ondisk.pinned), reached through its directory held
+    open (durable.held): the only file read or written."""
     action: str
     """`restored`, `removed` or `skipped`: also the word the CLI prints."""
     reason: str = ""
@@ -142,8 +143,6 @@ def apply(action: RollbackAction, backup_dir: str, stamp: str, siblings: tuple[s
             assert action.backup is not None
             live = action.live
             owned = ondisk.ownership_for_new(target, siblings) if live is None else live.ownership
-            if live is None:
-                durable.ensure_dir(os.path.dirname(target), ondisk.directory_owner(os.path.dirname(target)))
             durable.atomic_replace(target, action.backup.data, mode=owned.mode, owner=owned.owner)
     log.info(
         f"store.{action.action}", store=action.store, path=action.path,

@@ -10,6 +10,7 @@ import json
 import os
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -317,6 +318,24 @@ def test_a_fifo_store_is_refused_without_blocking(stores: Stores, command: str) 
     }[command]
     errors = refused(stores.call(*args))  # Stores.call times out (and fails) if it blocks
     assert "FIFO" in errors or "not a regular file" in errors
+
+
+@pytest.mark.parametrize("command", ["run", "dry-run"])
+def test_a_sparse_store_is_refused_before_it_is_copied_or_read(stores: Stores, command: str) -> None:
+    """`truncate -s 64G` makes a store in an instant that would take minutes to copy and parse
+    (and fill the work directory's disk): its hole is found in one call."""
+    stores.write_samples()
+    with open(stores.paths["codex_threads"], "r+b") as store:
+        store.truncate(64 << 30)
+    pre = stores.paths["auth"].read_bytes()
+    started = time.monotonic()
+    refused(stores.call(*{"run": [RUN], "dry-run": ["store-migrate", "run", "--dry-run"]}[command]),
+            f"refusing to migrate {stores.paths['codex_threads']}: the file has holes")
+    assert time.monotonic() - started < 30
+    assert stores.paths["auth"].read_bytes() == pre
+    assert stores.manifests() == [] and not (stores.work / "backups").exists() or not any(
+        (stores.work / "backups").iterdir())
+    assert [p.name for p in stores.paths["auth"].parent.iterdir() if ".store-migrate-tmp-" in p.name] == []
 
 
 def test_a_store_inside_the_work_directory_is_refused(stores: Stores) -> None:
