@@ -9,6 +9,7 @@ and refusals raise StoreMigrateError.
 from __future__ import annotations
 
 import os
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -57,7 +58,7 @@ from .workdir import WorkDir
 log = structlog.get_logger("store_migrate")
 
 __all__ = ["PruneResult", "RollbackAction", "RollbackResult", "RunResult", "StoreCheck", "VerifyResult", "check",
-           "dry_run", "prune", "rollback", "run", "verify"]
+           "dry_run", "leftover_temps", "prune", "rollback", "run", "verify"]
 
 
 def run(
@@ -292,6 +293,8 @@ class FileCheck:
     path: str
     kind: str
     report: validate.Report
+    failure: str | None = None
+    """Why the file as a whole cannot be read (not found, empty, does not parse), if it cannot."""
 
 
 def check(kind_name: str, paths: list[str], *, limit: int = validate.DEFAULT_LIMIT) -> list[FileCheck]:
@@ -303,7 +306,7 @@ def check(kind_name: str, paths: list[str], *, limit: int = validate.DEFAULT_LIM
         snapshot = read_store(kind.name, path)
         failure = None
         if snapshot is None:
-            failure = "the file does not exist"
+            failure = "not found"
         elif not snapshot.data:
             failure = "the file is empty (the service cannot parse it)"
         else:
@@ -319,8 +322,33 @@ def check(kind_name: str, paths: list[str], *, limit: int = validate.DEFAULT_LIM
             report.unreadable, report.problems = 1, [validate.Problem("$", failure)]
             log.warning("store.validated", store=kind.name, path=path, readable=False, unreadable=1,
                         problems=[f"$: {failure}"])
-        results.append(FileCheck(path, kind.name, report))
+        results.append(FileCheck(path, kind.name, report, failure))
     return results
+
+
+def leftover_temps(store_paths: list[str], work_dir: str | None = None) -> list[str]:
+    """The temporary files that stopped runs or rollbacks left beside these stores (every link
+    resolved) and, with `work_dir`, in its manifests/ and backups/, whose writer is gone: each
+    logged (`temp.leftover`, a warning) for the operator to know; the next run removes them
+    (backfill.remove_leftovers). Reads only."""
+    places = sorted({os.path.split(os.path.realpath(path)) for path in store_paths})
+    found = [temp for directory, name in places for temp in durable.leftover_temps(directory, only_for=name)]
+    if work_dir is not None:
+        work = WorkDir(work_dir)
+        found += durable.leftover_temps(work.manifests) + durable.leftover_temps(work.backups)
+        with suppress(FileNotFoundError, NotADirectoryError, PermissionError):
+            for stamp in sorted(os.listdir(work.backups)):
+                found += durable.leftover_temps(os.path.join(work.backups, stamp))
+    for temp in found:
+        log.warning("temp.leftover", path=temp)
+    return found
+
+
+def manifest_leftovers(manifest_path: str, record: Manifest | None = None, *, changes: bool = False) -> list[str]:
+    """`leftover_temps` for the stores and the work directory of a manifest (read when not given,
+    checked as a command that `changes` stores reads it)."""
+    record = manifest.load(manifest_path, changes=changes) if record is None else record
+    return leftover_temps(sorted(_paths(record)), WorkDir.of_manifest(manifest_path)[0].root)
 
 
 def prune(settings: Settings, *, keep: int, dry_run: bool = False, lock_timeout: float = 30.0) -> PruneResult:

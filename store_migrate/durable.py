@@ -421,3 +421,21 @@ def remove_leftover_temps(
         discard(os.path.join(directory, entry))
         removed.append(os.path.join(directory, entry))
     return removed
+
+
+def leftover_temps(directory: str, *, only_for: str | None = None) -> list[str]:
+    """The temporary files that stopped runs left in `directory` (only those of `only_for`, a file
+    name, when given) and whose writer is no longer running, sorted; reads only. What
+    `remove_leftover_temps` would remove without the lock, for commands that only look. None in a
+    directory this user may not list (the look is a courtesy: it never fails the command)."""
+    try:
+        entries = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return []
+    found = []
+    for entry in sorted(entries):
+        match = _TEMP_NAME.match(entry)
+        if match is None or (only_for is not None and match["name"] != only_for) or _alive(int(match["pid"])):
+            continue
+        found.append(os.path.join(directory, entry))
+    return found

@@ -124,6 +124,24 @@ def rollback_evidence(result: RollbackResult, manifest_path: str) -> dict[str, A
     }
 
 
+def rollback_failure_evidence(manifest_path: str, message: str, hint: str | None, *, refused: bool) -> dict[str, Any]:
+    """A rollback that was refused (it checked first and changed nothing) or failed: the reasons
+    are the lines of its error message, as printed on stderr."""
+    headline, *details = message.splitlines()
+    return {
+        "kind": "rollback",
+        "tool_version": __version__,
+        "written_at": _now(),
+        "manifest": {"path": manifest_path, "generated_at": None, "status": None},
+        "passed": False,
+        "outcome": "refused" if refused else "failed",
+        "error": headline,
+        "reasons": [line.strip() for line in details if line.strip()],
+        "next": hint,
+        "stores": [],
+    }
+
+
 def _sign_off(lines: list[str]) -> None:
     lines += ["", "## Sign-off", "", "| role | name | date | decision |", "| --- | --- | --- | --- |",
               "| operator | | | |", "| reviewer | | | |"]
@@ -135,15 +153,24 @@ def markdown(evidence: dict[str, Any]) -> str:
     verdict = "PASSED" if evidence["passed"] else "FAILED"
     if evidence["passed"] and any(s.get("service_can_read") is False for s in evidence["stores"]):
         verdict = "ACCEPTED WITH UNREADABLE RECORDS (--allow-unreadable)"  # never PASSED
+    if evidence.get("outcome") == "refused":
+        verdict = "REFUSED"
     manifest = evidence["manifest"]
+    read = f" (generated {manifest['generated_at']}, {manifest['status']})" if manifest["generated_at"] else ""
     lines = [
         f"# {title}: {verdict}", "",
         f"- tool: store-migrate {evidence['tool_version']}",
         f"- written: {evidence['written_at']}",
-        f"- manifest: `{manifest['path']}` (generated {manifest['generated_at']}, {manifest['status']})",
+        f"- manifest: `{manifest['path']}`{read}",
         "- retention: keep this manifest and its backup directory for the whole canary window",
     ]
-    if evidence["kind"] == "verify":
+    if "outcome" in evidence:  # a rollback that did not happen, or did not finish
+        refused = evidence["outcome"] == "refused"
+        lines += ["", "## Refused: nothing was changed" if refused else "## Failed", ""]
+        shown = evidence["reasons"] if refused and evidence["reasons"] else [evidence["error"], *evidence["reasons"]]
+        lines += [f"- {reason}" for reason in shown]
+        lines += [f"- next: {evidence['next']}"] if evidence["next"] else []
+    elif evidence["kind"] == "verify":
         lines.append(f"- strict validation: {'yes' if evidence['strict'] else 'no (the run recorded verdicts)'}")
         lines.append(f"- records the service cannot read: {'allowed' if evidence['allow_unreadable'] else 'fail'}")
         lines.append(_additive_row(evidence))

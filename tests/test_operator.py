@@ -27,7 +27,7 @@ def test_dry_run_reports_everything_and_writes_nothing(stores: Stores) -> None:
     assert out[0] == f"dry run: [auth] {stores.paths['auth']} (exists, 1131 bytes)"
     assert "  would add keys: revoked_refresh_tokens, revoked_refresh_token_ids, users_by_workos_id" in out
     assert "  would replace null or the other empty container: personal_access_tokens" in out
-    assert f"dry run: [codex_threads] {stores.paths['codex_threads']} (missing (would be created))" in out
+    assert f"dry run: [codex_threads] {stores.paths['codex_threads']} (missing, would be created)" in out
     assert "  counter next_shout_id: 5 -> 42" in out
     assert "  counter next_user_integration_id: 9 (unchanged)" in out
     assert "  counter next_whisper_id: missing -> 1" in out
