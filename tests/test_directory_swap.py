@@ -191,7 +191,10 @@ def done_in(done: subprocess.CompletedProcess[str], checked: Path) -> bool:
 
 
 def refused(done: subprocess.CompletedProcess[str]) -> bool:
-    assert done.returncode == 1 and "was replaced after it was checked" in done.stderr, done.stderr
+    """Refused with a clear reason: the swap came after the checks (the held directory is not the
+    checked one), or before them (the link is not one to follow)."""
+    assert done.returncode == 1, done.stderr
+    assert "was replaced after it was checked" in done.stderr or "refusing to follow the symbolic link" in done.stderr
     return True
 
 
