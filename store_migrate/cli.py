@@ -633,6 +633,29 @@ def schema_diff_command(
     _call(log_format, quiet, work)
 
 
+def wrappers_command(
+    directory: Annotated[Path, typer.Argument(
+        metavar="DIR", help="The directory to write them into, such as the service checkout's "
+        "apps/openagents.com/service/scripts. It must exist.", show_default=False)],
+    force: Annotated[bool, typer.Option("--force", help="Replace files of the same names; a link is replaced "
+                                        "by the file, never written through.")] = False,
+) -> None:
+    """Write the three drop-in wrapper scripts into a directory, executable (0755).
+
+    run-rust-ownership-backfill.sh, verify-rust-ownership-backfill.sh and
+    rollback-rust-ownership-backfill.sh, as this installation carries them. Each finds the entry
+    points on PATH (or in STORE_MIGRATE_BIN_DIR). A name already taken is refused and nothing is
+    written, unless --force. Prints each file written.
+    """
+
+    def work() -> None:
+        from . import wrappers
+
+        _emit([f"wrote: {path}" for path in wrappers.write(str(directory), force=force)], after="wrappers")
+
+    _call(LogFormat.auto, False, work)
+
+
 # ---------------------------------------------------------------------------------- apps
 
 
@@ -677,6 +700,7 @@ app.command("check")(check_command)
 app.command("prune")(prune_command)
 app.command("compare")(compare_command)
 app.command("schema-diff")(schema_diff_command)
+app.command("wrappers")(wrappers_command)
 
 backfill_app = _single(run_command, "store-migrate-backfill")
 verify_app = _single(verify_command, "store-migrate-verify")
