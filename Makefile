@@ -11,7 +11,7 @@ ENSURE = @command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not f
 	"(set PYTHON= to a Python 3.11 or newer, or install one: apt-get install python3)" >&2; exit 1; }; \
 	$(PYTHON) tools/ensure_venv.py --venv $(VENV)
 
-.PHONY: install dev test demo backfill verify rollback prune lint bench profile clean
+.PHONY: install dev test demo backfill verify rollback prune lint bench profile wheels clean
 
 install:
 	$(ENSURE)
@@ -54,6 +54,13 @@ profile:
 	$(ENSURE) --extras dev,profile
 	mkdir -p bench-results
 	cd bench && ../$(BIN)/python bench.py --profile ../bench-results/profile-run.svg $(BENCH_ARGS)
+
+# A folder of wheels for a machine without a package index (README, "Installing without a package
+# index"): this project's wheel, every dependency and extra, and what pip needs to build it.
+WHEELS ?= wheels
+wheels: install
+	$(BIN)/python -m pip wheel --disable-pip-version-check --wheel-dir $(WHEELS) '.[dev,profile]' editables \
+		$$($(BIN)/python -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))')
 
 KEEP ?= 5
 prune: install
