@@ -11,7 +11,7 @@ ENSURE = @command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not f
 	"(set PYTHON= to a Python 3.11 or newer, or install one: apt-get install python3)" >&2; exit 1; }; \
 	$(PYTHON) tools/ensure_venv.py --venv $(VENV)
 
-.PHONY: install dev test demo backfill verify rollback prune lint bench profile wheels clean
+.PHONY: install dev test demo backfill verify rollback prune lint bench profile wheels readme clean
 
 install:
 	$(ENSURE)
@@ -40,6 +40,10 @@ lint: dev
 	$(BIN)/ruff check store_migrate tests tools
 	$(BIN)/mypy store_migrate tools
 	bash -n scripts/*.sh
+
+# The README's transcripts as the tool prints them now (tests/test_readme.py checks they are current).
+readme: install
+	$(BIN)/python tools/readme.py --write
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
