@@ -635,7 +635,7 @@ def schema_diff_command(
 
 def wrappers_command(
     directory: Annotated[Path, typer.Argument(
-        metavar="DIR", help="The directory to write them into, such as the service checkout's "
+        metavar="DIR", help="The directory to write the wrappers into, such as the service checkout's "
         "apps/openagents.com/service/scripts. It must exist.", show_default=False)],
     force: Annotated[bool, typer.Option("--force", help="Replace files of the same names; a link is replaced "
                                         "by the file, never written through.")] = False,
