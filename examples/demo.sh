@@ -21,9 +21,15 @@ echo "== 2. verify (scripts/verify-rust-ownership-backfill.sh)"
 "$project/scripts/verify-rust-ownership-backfill.sh" "$manifest"
 
 echo "== 3. rerun: idempotent, nothing changes"
-"$project/scripts/run-rust-ownership-backfill.sh" >/dev/null 2>&1
-rerun="$(ls -1 "$WORK_DIR"/manifests/*.json | sort | tail -n 1)"
-grep -c '"changed": false' "$rerun" | sed 's/^/stores unchanged on rerun: /'
+(cd "$demo" && sha256sum rust-*.json > migrated.sha256)
+# A rerun that changes no store writes no manifest: its stdout lines name the first run's.
+rerun="$("$project/scripts/run-rust-ownership-backfill.sh" 2>/dev/null | sed -n 's/^\[rust-store-backfill\] manifest: //p')"
+if [[ "$rerun" != "$manifest" || "$(ls -1 "$WORK_DIR"/manifests/*.json | wc -l)" -ne 1 ]]; then
+  echo "error: the rerun wrote a manifest of its own: $rerun" >&2
+  exit 1
+fi
+(cd "$demo" && sha256sum --quiet -c migrated.sha256)
+echo "stores unchanged on rerun: 3 (no new manifest; the rerun names $rerun)"
 
 echo "== 4. rollback drill (scripts/rollback-rust-ownership-backfill.sh)"
 "$project/scripts/rollback-rust-ownership-backfill.sh" "$manifest"

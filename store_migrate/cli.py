@@ -842,6 +842,29 @@ def schema_diff_command(
     _call(log_format, quiet, log_file, work)
 
 
+def wrappers_command(
+    directory: Annotated[Path, typer.Argument(
+        metavar="DIR", help="The directory to write the wrappers into, such as the service checkout's "
+        "apps/openagents.com/service/scripts. It must exist.", show_default=False)],
+    force: Annotated[bool, typer.Option("--force", help="Replace files of the same names; a link is replaced "
+                                        "by the file, never written through.")] = False,
+) -> None:
+    """Write the three drop-in wrapper scripts into a directory, executable (0755).
+
+    run-rust-ownership-backfill.sh, verify-rust-ownership-backfill.sh and
+    rollback-rust-ownership-backfill.sh, as this installation carries them. Each finds the entry
+    points on PATH (or in STORE_MIGRATE_BIN_DIR). A name already taken is refused and nothing is
+    written, unless --force. Prints each file written.
+    """
+
+    def work() -> None:
+        from . import wrappers
+
+        _emit([f"wrote: {path}" for path in wrappers.write(str(directory), force=force)], after="wrappers")
+
+    _call(LogFormat.auto, False, None, work)
+
+
 # ---------------------------------------------------------------------------------- apps
 
 
@@ -877,6 +900,7 @@ for _name, _command, _summary in (
     ("prune", prune_command, "Remove old manifests and their backups."),
     ("compare", compare_command, "Compare two manifests; fail when B lost data against A."),
     ("schema-diff", schema_diff_command, "Is a schema change safe while two releases run?"),
+    ("wrappers", wrappers_command, "Write the three drop-in wrapper scripts into a directory."),
 ):
     app.command(_name, cls=_Command, short_help=_summary)(_command)
 

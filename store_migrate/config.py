@@ -36,7 +36,7 @@ STORAGE_SUBDIR = os.path.join("apps", "openagents.com", "storage", "app")
 SERVICE_SCRIPTS_SUBDIR = os.path.join("apps", "openagents.com", "service", "scripts")
 """Where the earlier wrappers lived in the service's checkout, relative to its root."""
 WRAPPER_DIR_VAR = "STORE_MIGRATE_WRAPPER_DIR"
-"""Set by the wrappers (scripts/lib/entry-point.sh) to the directory they sit in."""
+"""Set by the wrappers (scripts/*.sh) to the directory they sit in."""
 
 
 @dataclass(frozen=True)
