@@ -211,7 +211,9 @@ def run(blocks: list[Block]) -> list[list[list[str]]]:
         environ = {key: value for key, value in os.environ.items()
                    if not key.startswith(("OA_", "STORE_MIGRATE_")) and key not in unset}
         environ.update(PATH=f"{BIN}:{environ.get('PATH', '/usr/bin:/bin')}", STORE_MIGRATE_LOG_FORMAT="auto",
-                       COLUMNS="100", NO_COLOR="1")
+                       COLUMNS="100", NO_COLOR="1",
+                       # the logs go to a file of their own, so stderr shows what an operator reads
+                       STORE_MIGRATE_LOG_FILE=str(demo / "store-migrate.log"))
         done = subprocess.run(["bash", "-c", "\n".join(script)], env=environ, capture_output=True, text=True,
                               timeout=600, check=False)
         text = done.stdout.replace(str(demo), SHOWN_AS)
