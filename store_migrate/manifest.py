@@ -151,13 +151,17 @@ def _read(path: str, *, changes: bool) -> bytes:
         if exc.errno == errno.ELOOP:
             raise ManifestInvalid(path, "it is a symbolic link; give rollback the manifest file itself") from None
         raise
-    with os.fdopen(fd, "rb") as handle:
-        st = os.fstat(handle.fileno())
-        if not stat.S_ISREG(st.st_mode):
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # checked before fdopen, which refuses a directory on its own
             raise ManifestInvalid(path, "it is not a regular file")
         workdir.require_trusted_file(path, st)
         if changes:
             workdir.require_trusted_parent(path)
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as handle:
         return handle.read()
 
 

@@ -273,11 +273,6 @@ def test_load_refuses_what_is_not_a_manifest_file(tmp_path: Path) -> None:
         manifest.load(str(work / "manifests" / "a\nb.json"))
 
 
-DIRECTORY_BUG = ("manifest._read opens a directory (O_RDONLY succeeds) and os.fdopen raises IsADirectoryError "
-                 "before the S_ISREG check: a bare OSError, and each_in stops at it")
-
-
-@pytest.mark.xfail(strict=True, raises=IsADirectoryError, reason=DIRECTORY_BUG)
 def test_load_refuses_a_directory_named_like_a_manifest(tmp_path: Path) -> None:
     """Catches: a directory in a manifest's place surfacing as a bare OSError instead of an operator's message."""
     work = work_dir(tmp_path)
@@ -286,7 +281,6 @@ def test_load_refuses_a_directory_named_like_a_manifest(tmp_path: Path) -> None:
         manifest.load(str(work / "manifests" / f"{STAMP}.json"))
 
 
-@pytest.mark.xfail(strict=True, raises=IsADirectoryError, reason=DIRECTORY_BUG)
 def test_each_in_passes_over_a_directory_named_like_a_manifest(tmp_path: Path) -> None:
     """Catches: one odd entry in manifests/ stopping every later run, prune and rollback check that lists them."""
     work = work_dir(tmp_path)
