@@ -42,9 +42,8 @@ class StoreRefused(StoreMigrateError):
     """A store cannot be migrated without losing data: nothing was written."""
 
     def __init__(self, path: str, reason: str, *, position: str | None = None) -> None:
-        where = f" at {position}" if position else ""
         super().__init__(
-            f"refusing to migrate {path}: {reason}{where}",
+            f"refusing to migrate {path}: {located(reason, position)}",
             hint="the file was left untouched; fix or restore it, then rerun",
         )
         self.path = path
@@ -93,6 +92,11 @@ class RollbackRefused(StoreMigrateError):
 
 class ConfigError(StoreMigrateError):
     """The environment or options name paths that cannot be used."""
+
+
+def located(reason: str, position: str | None) -> str:
+    """`<reason> at <position>` (a line and column, or a JSON path), or the reason alone."""
+    return f"{reason} at {position}" if position else reason
 
 
 def describe_os_error(exc: OSError) -> str:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from . import jsonio, ondisk, workdir
-from .errors import ManifestInvalid, ManifestNotFound, StoreMigrateError
+from .errors import ManifestInvalid, ManifestNotFound, StoreMigrateError, located
 from .stores import KIND_ORDER, load_schema
 
 if TYPE_CHECKING:  # jsonschema is imported when a manifest is first loaded (a run may load none)
@@ -170,8 +170,7 @@ def load(path: str, *, changes: bool = False, in_place: bool = True) -> Manifest
     try:
         document = jsonio.decode(data)
     except jsonio.JsonError as exc:
-        where = exc.position(data)
-        raise ManifestInvalid(path, f"not valid JSON: {exc.reason}" + (f" at {where}" if where else "")) from None
+        raise ManifestInvalid(path, f"not valid JSON: {located(exc.reason, exc.position(data))}") from None
     errors = sorted(_schema_validator().iter_errors(document), key=lambda e: list(e.absolute_path))
     if errors:
         detail = "; ".join(f"{_pointer(e.absolute_path)}: {_short(e)}" for e in errors[:5])
