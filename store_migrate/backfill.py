@@ -152,34 +152,9 @@ def prepare_all(
     for store, found in zip(settings.stores, stores, strict=True):
         refuse_holes(store.kind, store.path, found.at)
     sizes = [ondisk.size_of(found.at) for found in stores]
-    known_bytes = sum(size for s, size in zip(settings.stores, sizes, strict=True) if s.path in known)
-    with progress.task("hashing stores", known_bytes) as advance:
-        shortcuts = workers.in_threads(
-            lambda i: check_known(settings.stores[i].kind, settings.stores[i].path, stores[i].target,
-                                  known[settings.stores[i].path], at=stores[i].at, strict=strict, advance=advance)
-            if settings.stores[i].path in known else None,
-            range(len(stores)), sum(sizes),
-        )
+    shortcuts = _shortcuts(settings, stores, sizes, known, strict, progress)
     rest = [i for i, done in enumerate(shortcuts) if done is None]
-    siblings = tuple(found.at for found in stores)
-    jobs = [(settings.stores[i].kind, settings.stores[i].path, stores[i].target, stores[i].at, siblings, allow_empty,
-             strict, write) for i in rest]
-    if early is not None and workers.forks([sizes[i] for i in rest]):
-        for i in sorted(rest, key=lambda i: -sizes[i]):
-            if os.path.isfile(stores[i].at):
-                early.start(settings.stores[i].kind, stores[i].at)
-    rest_sizes = [sizes[i] for i in rest]
-    with workers.forked(_prepare_job, jobs, rest_sizes) as pool, \
-            progress.task(f"parsing, checking and encoding {len(rest)} store(s)", sum(rest_sizes)) as advance:
-        finished: list[int] = []  # the workers are forked before the progress display starts a thread
-
-        def finish(job: int) -> None:
-            advance(sizes[rest[job]])
-            finished.append(job)
-            if early is not None and len(jobs) - len(finished) < 2:  # a core is free
-                early.release()
-
-        full = pool.results(on_done=finish)
+    full = _prepare_in_full(settings, stores, rest, sizes, (allow_empty, strict, write), progress, early)
     outcomes: list[PreparedStore | BaseException] = [done for done in shortcuts if done is not None]
     for i, outcome in zip(rest, full, strict=True):
         outcomes.insert(i, outcome)
@@ -190,6 +165,54 @@ def prepare_all(
             done.discard()
         raise failures[0]
     return prepared
+
+
+def _shortcuts(
+    settings: Settings, stores: list[ondisk.Located], sizes: list[int], known: dict[str, Known], strict: bool,
+    progress: Progress,
+) -> list[PreparedStore | None]:
+    """Each store an earlier run of this transform proves already migrated (prepare.check_known,
+    in threads); None for a store to prepare in full."""
+    known_bytes = sum(size for s, size in zip(settings.stores, sizes, strict=True) if s.path in known)
+    with progress.task("hashing stores", known_bytes) as advance:
+
+        def shortcut(i: int) -> PreparedStore | None:
+            store, found = settings.stores[i], stores[i]
+            if store.path not in known:
+                return None
+            return check_known(store.kind, store.path, found.target, known[store.path], at=found.at, strict=strict,
+                               advance=advance)
+
+        return workers.in_threads(shortcut, range(len(stores)), sum(sizes))
+
+
+def _prepare_in_full(
+    settings: Settings, stores: list[ondisk.Located], rest: list[int], sizes: list[int],
+    options: tuple[bool, bool, bool], progress: Progress, early: EarlyCopies | None,
+) -> list[PreparedStore | BaseException]:
+    """`prepare` for the stores numbered in `rest`, in worker processes when they are big
+    (workers.forked), each with `options` (allow_empty, strict, write); what each gave or raised.
+    With `early`, the stores going to workers are copied for their backups meanwhile, starting
+    when a worker finishes and leaves a core free (backups.py)."""
+    siblings = tuple(found.at for found in stores)
+    jobs = [(settings.stores[i].kind, settings.stores[i].path, stores[i].target, stores[i].at, siblings, *options)
+            for i in rest]
+    rest_sizes = [sizes[i] for i in rest]
+    if early is not None and workers.forks(rest_sizes):
+        for i in sorted(rest, key=lambda i: -sizes[i]):
+            if os.path.isfile(stores[i].at):
+                early.start(settings.stores[i].kind, stores[i].at)
+    with workers.forked(_prepare_job, jobs, rest_sizes) as pool, \
+            progress.task(f"parsing, checking and encoding {len(rest)} store(s)", sum(rest_sizes)) as advance:
+        finished: list[int] = []  # the workers are forked before the progress display starts a thread
+
+        def finish(job: int) -> None:
+            advance(rest_sizes[job])
+            finished.append(job)
+            if early is not None and len(jobs) - len(finished) < 2:  # a core is free
+                early.release()
+
+        return pool.results(on_done=finish)
 
 
 def _prepare_job(
@@ -206,10 +229,23 @@ def backup_and_replace(
     manifest complete. A failure or a signal before the manifest exists leaves no trace of this
     run; after it, what was replaced is put back (`_fail`)."""
     moment, backup_dir = _reserve_stamp(settings, clock)
-    stamp = workdir.stamp(moment)
-    manifest_path = WorkDir(settings.work_dir).manifest_path(stamp)
+    manifest_path = WorkDir(settings.work_dir).manifest_path(workdir.stamp(moment))
+    record, backups = _back_up_and_record(moment, prepared, backup_dir, manifest_path, progress, early)
+    replaced = _replace_all(record, manifest_path, prepared, backups)
+    with interrupts.shielded(then_stop=False):
+        _complete(record, manifest_path, prepared, replaced)
+        interrupts.done()
+    return RunResult(manifest_path, backup_dir, record, prepared)
+
+
+def _back_up_and_record(
+    moment: datetime, prepared: list[PreparedStore], backup_dir: str, manifest_path: str, progress: Progress,
+    early: EarlyCopies,
+) -> tuple[Manifest, list[str | None]]:
+    """Back up every store and write the pending manifest; the manifest and each store's backup.
+    A failure or a signal before the manifest exists removes the backups again."""
     try:
-        backups = _back_up(prepared, stamp, backup_dir, progress, early)
+        backups = _back_up(prepared, workdir.stamp(moment), backup_dir, progress, early)
         record = _pending(moment, prepared, backups, backup_dir)
         durable.create_new(manifest_path, record.to_bytes())
     except BaseException as exc:
@@ -220,6 +256,14 @@ def backup_and_replace(
                 raise
             _drop(backup_dir)
         raise
+    return record, backups
+
+
+def _replace_all(
+    record: Manifest, manifest_path: str, prepared: list[PreparedStore], backups: list[str | None]
+) -> Replaced:
+    """Replace every store that changes, in store order; on a failure, put back what was replaced
+    and mark the manifest reverted (`_fail`)."""
     replaced: Replaced = []
     try:
         log.info("manifest.written", path=manifest_path, status=PENDING)
@@ -228,10 +272,7 @@ def backup_and_replace(
     except (OSError, StoreMigrateError) as exc:
         with interrupts.shielded(then_stop=False):
             raise _fail(record, manifest_path, replaced, exc) from exc
-    with interrupts.shielded(then_stop=False):
-        _complete(record, manifest_path, prepared, replaced)
-        interrupts.done()
-    return RunResult(manifest_path, backup_dir, record, prepared)
+    return replaced
 
 
 def _drop(backup_dir: str) -> None:
