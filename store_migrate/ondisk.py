@@ -130,23 +130,12 @@ def locate(path: str, what: str, *, allow_dangling: bool = False) -> Located:
         try:
             st = os.lstat(candidate)
         except FileNotFoundError:
-            # Not there (yet): a run creates the store (and its directories) at this very path.
-            dangling = [link for link in followed if not os.path.exists(link)]
-            if dangling and not allow_dangling:
-                raise UnsafeStorePath(
-                    f"{what} {path}: the symbolic link {dangling[0]} leads nowhere",
-                    hint="fix or remove the link; a dangling link is never followed",
-                ) from None
-            return Located(path, os.path.normpath(os.path.join(candidate, *parts)), False,
-                           anchor=current, anchor_id=(current_st.st_dev, current_st.st_ino))
+            return _missing(path, what, os.path.join(candidate, *parts), current, current_st, followed,
+                            allow_dangling)
         except NotADirectoryError:
             raise UnsafeStorePath(f"{what} {path}: {current} is not a directory") from None
         if stat.S_ISLNK(st.st_mode):
-            followed.append(candidate)
-            if len(followed) > _MAX_LINKS:
-                raise UnsafeStorePath(f"{what} {path} goes through more than {_MAX_LINKS} symbolic links")
-            _require_safe_link(path, what, candidate, st, current_st)
-            text = os.readlink(candidate)
+            text = _read_link(path, what, candidate, st, current_st, followed)
             if text.startswith("/"):
                 current, current_st = "/", os.lstat("/")
             parts = [p for p in text.split("/") if p] + parts
@@ -163,6 +152,33 @@ def locate(path: str, what: str, *, allow_dangling: bool = False) -> Located:
     return Located(path, current, True, current_st.st_dev, current_st.st_ino,
                    anchor=parent, anchor_id=(parent_st.st_dev, parent_st.st_ino))
 
+
+def _missing(
+    path: str, what: str, target: str, anchor: str, anchor_st: os.stat_result, followed: list[str],
+    allow_dangling: bool,
+) -> Located:
+    """A store path that leads to nothing (yet): a run creates the store, and the directories
+    missing below `anchor`, at this very `target`; refused when a link on the way leads nowhere,
+    unless `allow_dangling`."""
+    dangling = [link for link in followed if not os.path.exists(link)]
+    if dangling and not allow_dangling:
+        raise UnsafeStorePath(
+            f"{what} {path}: the symbolic link {dangling[0]} leads nowhere",
+            hint="fix or remove the link; a dangling link is never followed",
+        ) from None
+    return Located(path, os.path.normpath(target), False, anchor=anchor,
+                   anchor_id=(anchor_st.st_dev, anchor_st.st_ino))
+
+
+def _read_link(
+    path: str, what: str, link: str, link_st: os.stat_result, dir_st: os.stat_result, followed: list[str]
+) -> str:
+    """The text of a link on the path, once it is known safe to follow; `followed` counts it."""
+    followed.append(link)
+    if len(followed) > _MAX_LINKS:
+        raise UnsafeStorePath(f"{what} {path} goes through more than {_MAX_LINKS} symbolic links")
+    _require_safe_link(path, what, link, link_st, dir_st)
+    return os.readlink(link)
 
 
 def _require_safe_link(path: str, what: str, link: str, link_st: os.stat_result, dir_st: os.stat_result) -> None:
