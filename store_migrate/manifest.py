@@ -226,22 +226,7 @@ def _entry(manifest_path: str, raw: dict[str, Any], ours: bool, in_place: bool) 
             manifest_path, store, "resolved_path", resolved, False),
     )
     if entry.backup_path is not None and entry.before_sha256 is not None:
-        work, run_stamp = workdir.WorkDir.of_manifest(manifest_path)
-        name = workdir.BACKUP_NAME.fullmatch(os.path.basename(entry.backup_path))
-        if name is None or name["store"] != entry.store or name["sha12"] != entry.before_sha256[:12]:
-            raise ManifestInvalid(
-                manifest_path,
-                f"[{entry.store}] backup_path {entry.backup_path} is not the backup of this store "
-                f"with before_sha256 {entry.before_sha256[:12]}…",
-            )
-        elsewhere = os.path.dirname(entry.backup_path) != work.backup_dir(run_stamp) or name["stamp"] != run_stamp
-        if in_place and elsewhere:
-            raise ManifestInvalid(
-                manifest_path,
-                f"[{entry.store}] backup_path {entry.backup_path} is not in this manifest's own backup directory "
-                f"{work.backup_dir(run_stamp)} under the name the run gives it; "
-                "a manifest must stay in $WORK_DIR/manifests beside its run's backups",
-            )
+        _check_backup_path(manifest_path, entry.store, entry.backup_path, entry.before_sha256, in_place)
     if entry.existed and entry.changed != (entry.before_sha256 != entry.after_sha256):
         raise ManifestInvalid(
             manifest_path,
@@ -249,3 +234,24 @@ def _entry(manifest_path: str, raw: dict[str, Any], ours: bool, in_place: bool) 
             + ("differ" if entry.before_sha256 != entry.after_sha256 else "are equal"),
         )
     return entry
+
+
+def _check_backup_path(manifest_path: str, store: str, backup_path: str, before_sha256: str, in_place: bool) -> None:
+    """The backup is named as a run names this store's backup of these bytes and, `in_place`,
+    sits in this manifest's own backup directory under its run's TIMESTAMP."""
+    work, run_stamp = workdir.WorkDir.of_manifest(manifest_path)
+    name = workdir.BACKUP_NAME.fullmatch(os.path.basename(backup_path))
+    if name is None or name["store"] != store or name["sha12"] != before_sha256[:12]:
+        raise ManifestInvalid(
+            manifest_path,
+            f"[{store}] backup_path {backup_path} is not the backup of this store "
+            f"with before_sha256 {before_sha256[:12]}…",
+        )
+    elsewhere = os.path.dirname(backup_path) != work.backup_dir(run_stamp) or name["stamp"] != run_stamp
+    if in_place and elsewhere:
+        raise ManifestInvalid(
+            manifest_path,
+            f"[{store}] backup_path {backup_path} is not in this manifest's own backup directory "
+            f"{work.backup_dir(run_stamp)} under the name the run gives it; "
+            "a manifest must stay in $WORK_DIR/manifests beside its run's backups",
+        )
