@@ -12,7 +12,7 @@ import json
 import os
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -83,8 +83,6 @@ class Manifest:
     tool_version: str | None = None
     transform_version: int | None = None
     backup_dir: str | None = None
-    source: str | None = field(default=None, compare=False)
-    """Where this manifest was read from (not written)."""
 
     @property
     def complete(self) -> bool:
@@ -191,7 +189,6 @@ def load(path: str, *, changes: bool = False, in_place: bool = True) -> Manifest
         tool_version=document.get("tool_version"),
         transform_version=document.get("transform_version"),
         backup_dir=document.get("backup_dir"),
-        source=os.path.abspath(path),
     )
 
 

@@ -92,10 +92,6 @@ class Located:
         if not self.at:
             object.__setattr__(self, "at", self.target)
 
-    @property
-    def linked(self) -> bool:
-        return self.target != self.path
-
 
 def _kind_of(mode: int) -> str:
     if stat.S_ISDIR(mode):
