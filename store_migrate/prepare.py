@@ -2,10 +2,10 @@
 bytes written (fsynced) to a temporary file beside it. Nothing is replaced here.
 
 This is the heavy part of a run, so it is a plain function of picklable arguments that returns
-a small picklable result (no store bytes): `workers.map_stores` runs it in worker processes when
-the stores are big. Memory stays near the parsed tree of one store: the input bytes are let go
-once parsed (the Memory section below), and the new bytes are laid out, hashed and written a few
-megabytes at a time (jsonio.CanonicalPieces, durable.write_temp_stream).
+a small picklable result (no store bytes): `workers.forked` runs it in worker processes when
+the stores are big (backfill.prepare_all). Memory stays near the parsed tree of one store: the
+input bytes are let go once parsed (the Memory section below), and the new bytes are laid out,
+hashed and written a few megabytes at a time (jsonio.CanonicalPieces, durable.write_temp_stream).
 
 `prepare` reads as its steps: read, decode (parsing.py: the one-pass typed decode, else the
 general parse), transform, validate, encode, release.
