@@ -333,24 +333,39 @@ class FileState:
     def of(cls, sha256: str, st: os.stat_result) -> FileState:
         return cls(sha256, FileIdentity.of(st), Ownership.of(st))
 
+    @classmethod
+    def as_recorded(cls, st: os.stat_result, sha256: str, identity: dict[str, int] | None) -> FileState | None:
+        """The state of a regular file (lstat `st`) that still has the `identity` a run recorded
+        right after writing the bytes with `sha256`: the same identity means the same bytes, which
+        then need not be read. None when it has another (or none was recorded)."""
+        if identity is None or not stat.S_ISREG(st.st_mode) or FileIdentity.of(st).to_json() != identity:
+            return None
+        return cls.of(sha256, st)
+
 
 @dataclass(frozen=True)
-class Snapshot:
-    """A file's bytes as read once, and its state when opened."""
+class _Opened:
+    """A regular file's identity and ownership when it was opened, and the hash of its bytes."""
 
-    data: bytes
     identity: FileIdentity
     ownership: Ownership
     _digest: Future[str]
 
     @property
     def sha256(self) -> str:
-        """The hex SHA-256 of `data` (waits for it when it is being computed in the background)."""
+        """The hex SHA-256 of the bytes (waits for it when a thread is computing it)."""
         return self._digest.result()
 
     @property
     def state(self) -> FileState:
         return FileState(self.sha256, self.identity, self.ownership)
+
+
+@dataclass(frozen=True)
+class Snapshot(_Opened):
+    """A file's bytes as read once, and its state when opened."""
+
+    data: bytes
 
 
 def _sha256(data: bytes | memoryview, *, background: bool) -> Future[str]:
@@ -410,28 +425,17 @@ def read_snapshot(path: str, *, hash_in_background: bool = False) -> Snapshot | 
         return None
     data, st = found
     digest = _sha256(data, background=hash_in_background)
-    return Snapshot(data, FileIdentity.of(st), Ownership.of(st), digest)
+    return Snapshot(FileIdentity.of(st), Ownership.of(st), digest, data=data)
 
 
 @dataclass(frozen=True)
-class Mapped:
+class Mapped(_Opened):
     """A file's pages mapped read-only (no copy into this process's memory), with the hash of
     its bytes computed by a thread meanwhile, and the identity and mode it had when opened.
     `data` is valid until `close`; nothing may hold a view of it then."""
 
     data: memoryview
-    identity: FileIdentity
-    ownership: Ownership
-    _digest: Future[str]
     _map: mmap.mmap | None
-
-    @property
-    def sha256(self) -> str:
-        return self._digest.result()
-
-    @property
-    def state(self) -> FileState:
-        return FileState(self.sha256, self.identity, self.ownership)
 
     def close(self) -> None:
         self._digest.result()  # the hashing thread reads the map
@@ -451,7 +455,7 @@ def map_snapshot(path: str) -> Mapped | None:
     mapping, st = found
     data = memoryview(mapping) if mapping is not None else memoryview(b"")
     digest = _sha256(data, background=True)
-    return Mapped(data, FileIdentity.of(st), Ownership.of(st), digest, mapping)
+    return Mapped(FileIdentity.of(st), Ownership.of(st), digest, data=data, _map=mapping)
 
 
 def hash_file(path: str, advance: Callable[[int], None] | None = None) -> tuple[str, int]:

@@ -393,9 +393,8 @@ def check_known(
     at = target if at is None else at
     try:
         st = os.lstat(at)
-        identity = ondisk.FileIdentity.of(st)
-        if known.identity is not None and identity.to_json() == known.identity and stat.S_ISREG(st.st_mode):
-            before = ondisk.FileState.of(known.after_sha256, st)
+        before = ondisk.FileState.as_recorded(st, known.after_sha256, known.identity)
+        if before is not None:
             log.info("store.read", store=store, path=path, existed=True, bytes=st.st_size,
                      sha256=known.after_sha256, hashed=False)
             if advance is not None:
@@ -408,7 +407,8 @@ def check_known(
         st_after = os.lstat(at)
     except FileNotFoundError:
         return None
-    if sha256 != known.after_sha256 or ondisk.FileIdentity.of(st_after) != identity or not stat.S_ISREG(st.st_mode):
+    unchanged = ondisk.FileIdentity.of(st_after) == ondisk.FileIdentity.of(st)  # while it was hashed
+    if sha256 != known.after_sha256 or not unchanged or not stat.S_ISREG(st.st_mode):
         return None
     before = ondisk.FileState.of(sha256, st)
     log.info("store.read", store=store, path=path, existed=True, bytes=size, sha256=sha256, **clock)
