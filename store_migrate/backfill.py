@@ -69,8 +69,19 @@ def known_results(settings: Settings) -> dict[str, Known]:
     return {}
 
 
-def _reserve_stamp(settings: Settings, clock: Clock) -> tuple[datetime, str]:
-    """A timestamp no other run in this work directory has, and its new backup directory.
+@dataclass(frozen=True)
+class _Stamp:
+    """A run's TIMESTAMP, reserved: no other run in the work directory has it."""
+
+    moment: datetime
+    name: str
+    backup_dir: str
+    """Made by the reservation, so this run owns it."""
+    manifest_path: str
+
+
+def _reserve_stamp(settings: Settings, clock: Clock) -> _Stamp:
+    """A timestamp no other run in this work directory has, with its new backup directory.
 
     Names sort by time, so two runs in the same second cannot share one: the second waits for
     the next second. The backup directory is created exclusively, which is the reservation.
@@ -82,9 +93,8 @@ def _reserve_stamp(settings: Settings, clock: Clock) -> tuple[datetime, str]:
         moment = clock()
         stamp = workdir.stamp(moment)
         taken = os.path.lexists(work.manifest_path(stamp))
-        backup_dir = work.backup_dir(stamp)
-        if not taken and durable.make_new_dir(backup_dir):
-            return moment, backup_dir
+        if not taken and durable.make_new_dir(work.backup_dir(stamp)):
+            return _Stamp(moment, stamp, work.backup_dir(stamp), work.manifest_path(stamp))
         time.sleep(max(0.01, 1 - moment.microsecond / 1e6))
 
 
@@ -228,35 +238,39 @@ def backup_and_replace(
     """Back up every store, write the pending manifest, replace the stores that change, mark the
     manifest complete. A failure or a signal before the manifest exists leaves no trace of this
     run; after it, what was replaced is put back (`_fail`)."""
-    moment, backup_dir = _reserve_stamp(settings, clock)
-    manifest_path = WorkDir(settings.work_dir).manifest_path(workdir.stamp(moment))
-    record, backups = _back_up_and_record(moment, prepared, backup_dir, manifest_path, progress, early)
-    replaced = _replace_all(record, manifest_path, prepared, backups)
+    reserved, record, backups = _back_up_and_record(settings, clock, prepared, progress, early)
+    replaced = _replace_all(record, reserved.manifest_path, prepared, backups)
     with interrupts.shielded(then_stop=False):
-        _complete(record, manifest_path, prepared, replaced)
+        _complete(record, reserved.manifest_path, prepared, replaced)
         interrupts.done()
-    return RunResult(manifest_path, backup_dir, record, prepared)
+    return RunResult(reserved.manifest_path, reserved.backup_dir, record, prepared)
 
 
 def _back_up_and_record(
-    moment: datetime, prepared: list[PreparedStore], backup_dir: str, manifest_path: str, progress: Progress,
-    early: EarlyCopies,
-) -> tuple[Manifest, list[str | None]]:
-    """Back up every store and write the pending manifest; the manifest and each store's backup.
-    A failure or a signal before the manifest exists removes the backups again."""
+    settings: Settings, clock: Clock, prepared: list[PreparedStore], progress: Progress, early: EarlyCopies
+) -> tuple[_Stamp, Manifest, list[str | None]]:
+    """Reserve the run's TIMESTAMP, back up every store and write the pending manifest; the stamp,
+    the manifest and each store's backup. A failure or a signal before the manifest exists
+    removes the backup directory again. A signal during the reservation waits for its end (at
+    most a second, when the stamp was taken): the directory it makes is then known, so removed."""
+    reserved: _Stamp | None = None
     try:
-        backups = _back_up(prepared, workdir.stamp(moment), backup_dir, progress, early)
-        record = _pending(moment, prepared, backups, backup_dir)
-        durable.create_new(manifest_path, record.to_bytes())
+        with interrupts.shielded():
+            reserved = _reserve_stamp(settings, clock)
+        backups = _back_up(prepared, reserved.name, reserved.backup_dir, progress, early)
+        record = _pending(reserved.moment, prepared, backups, reserved.backup_dir)
+        durable.create_new(reserved.manifest_path, record.to_bytes())
     except BaseException as exc:
         with interrupts.shielded(then_stop=False):
-            if os.path.lexists(manifest_path):  # written, then a sync failed: it must say what happened
+            # A manifest written, then a sync failed: it must say what happened.
+            if reserved is not None and os.path.lexists(reserved.manifest_path):
                 if isinstance(exc, (OSError, StoreMigrateError)):
-                    raise _fail(record, manifest_path, [], exc) from exc
+                    raise _fail(record, reserved.manifest_path, [], exc) from exc
                 raise
-            _drop(backup_dir)
+            if reserved is not None:
+                _drop(reserved.backup_dir)
         raise
-    return record, backups
+    return reserved, record, backups
 
 
 def _replace_all(
