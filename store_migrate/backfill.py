@@ -69,8 +69,19 @@ def known_results(settings: Settings) -> dict[str, Known]:
     return {}
 
 
-def _reserve_stamp(settings: Settings, clock: Clock) -> tuple[datetime, str]:
-    """A timestamp no other run in this work directory has, and its new backup directory.
+@dataclass(frozen=True)
+class _Stamp:
+    """A run's TIMESTAMP, reserved: no other run in the work directory has it."""
+
+    moment: datetime
+    name: str
+    backup_dir: str
+    """Made by the reservation, so this run owns it."""
+    manifest_path: str
+
+
+def _reserve_stamp(settings: Settings, clock: Clock) -> _Stamp:
+    """A timestamp no other run in this work directory has, with its new backup directory.
 
     Names sort by time, so two runs in the same second cannot share one: the second waits for
     the next second. The backup directory is created exclusively, which is the reservation.
@@ -82,9 +93,8 @@ def _reserve_stamp(settings: Settings, clock: Clock) -> tuple[datetime, str]:
         moment = clock()
         stamp = workdir.stamp(moment)
         taken = os.path.lexists(work.manifest_path(stamp))
-        backup_dir = work.backup_dir(stamp)
-        if not taken and durable.make_new_dir(backup_dir):
-            return moment, backup_dir
+        if not taken and durable.make_new_dir(work.backup_dir(stamp)):
+            return _Stamp(moment, stamp, work.backup_dir(stamp), work.manifest_path(stamp))
         time.sleep(max(0.01, 1 - moment.microsecond / 1e6))
 
 
@@ -152,34 +162,9 @@ def prepare_all(
     for store, found in zip(settings.stores, stores, strict=True):
         refuse_holes(store.kind, store.path, found.at)
     sizes = [ondisk.size_of(found.at) for found in stores]
-    known_bytes = sum(size for s, size in zip(settings.stores, sizes, strict=True) if s.path in known)
-    with progress.task("hashing stores", known_bytes) as advance:
-        shortcuts = workers.in_threads(
-            lambda i: check_known(settings.stores[i].kind, settings.stores[i].path, stores[i].target,
-                                  known[settings.stores[i].path], at=stores[i].at, strict=strict, advance=advance)
-            if settings.stores[i].path in known else None,
-            range(len(stores)), sum(sizes),
-        )
+    shortcuts = _shortcuts(settings, stores, sizes, known, strict, progress)
     rest = [i for i, done in enumerate(shortcuts) if done is None]
-    siblings = tuple(found.at for found in stores)
-    jobs = [(settings.stores[i].kind, settings.stores[i].path, stores[i].target, stores[i].at, siblings, allow_empty,
-             strict, write) for i in rest]
-    if early is not None and workers.forks([sizes[i] for i in rest]):
-        for i in sorted(rest, key=lambda i: -sizes[i]):
-            if os.path.isfile(stores[i].at):
-                early.start(settings.stores[i].kind, stores[i].at)
-    rest_sizes = [sizes[i] for i in rest]
-    with workers.forked(_prepare_job, jobs, rest_sizes) as pool, \
-            progress.task(f"parsing, checking and encoding {len(rest)} store(s)", sum(rest_sizes)) as advance:
-        finished: list[int] = []  # the workers are forked before the progress display starts a thread
-
-        def finish(job: int) -> None:
-            advance(sizes[rest[job]])
-            finished.append(job)
-            if early is not None and len(jobs) - len(finished) < 2:  # a core is free
-                early.release()
-
-        full = pool.results(on_done=finish)
+    full = _prepare_in_full(settings, stores, rest, sizes, (allow_empty, strict, write), progress, early)
     outcomes: list[PreparedStore | BaseException] = [done for done in shortcuts if done is not None]
     for i, outcome in zip(rest, full, strict=True):
         outcomes.insert(i, outcome)
@@ -190,6 +175,54 @@ def prepare_all(
             done.discard()
         raise failures[0]
     return prepared
+
+
+def _shortcuts(
+    settings: Settings, stores: list[ondisk.Located], sizes: list[int], known: dict[str, Known], strict: bool,
+    progress: Progress,
+) -> list[PreparedStore | None]:
+    """Each store an earlier run of this transform proves already migrated (prepare.check_known,
+    in threads); None for a store to prepare in full."""
+    known_bytes = sum(size for s, size in zip(settings.stores, sizes, strict=True) if s.path in known)
+    with progress.task("hashing stores", known_bytes) as advance:
+
+        def shortcut(i: int) -> PreparedStore | None:
+            store, found = settings.stores[i], stores[i]
+            if store.path not in known:
+                return None
+            return check_known(store.kind, store.path, found.target, known[store.path], at=found.at, strict=strict,
+                               advance=advance)
+
+        return workers.in_threads(shortcut, range(len(stores)), sum(sizes))
+
+
+def _prepare_in_full(
+    settings: Settings, stores: list[ondisk.Located], rest: list[int], sizes: list[int],
+    options: tuple[bool, bool, bool], progress: Progress, early: EarlyCopies | None,
+) -> list[PreparedStore | BaseException]:
+    """`prepare` for the stores numbered in `rest`, in worker processes when they are big
+    (workers.forked), each with `options` (allow_empty, strict, write); what each gave or raised.
+    With `early`, the stores going to workers are copied for their backups meanwhile, starting
+    when a worker finishes and leaves a core free (backups.py)."""
+    siblings = tuple(found.at for found in stores)
+    jobs = [(settings.stores[i].kind, settings.stores[i].path, stores[i].target, stores[i].at, siblings, *options)
+            for i in rest]
+    rest_sizes = [sizes[i] for i in rest]
+    if early is not None and workers.forks(rest_sizes):
+        for i in sorted(rest, key=lambda i: -sizes[i]):
+            if os.path.isfile(stores[i].at):
+                early.start(settings.stores[i].kind, stores[i].at)
+    with workers.forked(_prepare_job, jobs, rest_sizes) as pool, \
+            progress.task(f"parsing, checking and encoding {len(rest)} store(s)", sum(rest_sizes)) as advance:
+        finished: list[int] = []  # the workers are forked before the progress display starts a thread
+
+        def finish(job: int) -> None:
+            advance(rest_sizes[job])
+            finished.append(job)
+            if early is not None and len(jobs) - len(finished) < 2:  # a core is free
+                early.release()
+
+        return pool.results(on_done=finish)
 
 
 def _prepare_job(
@@ -205,21 +238,46 @@ def backup_and_replace(
     """Back up every store, write the pending manifest, replace the stores that change, mark the
     manifest complete. A failure or a signal before the manifest exists leaves no trace of this
     run; after it, what was replaced is put back (`_fail`)."""
-    moment, backup_dir = _reserve_stamp(settings, clock)
-    stamp = workdir.stamp(moment)
-    manifest_path = WorkDir(settings.work_dir).manifest_path(stamp)
+    reserved, record, backups = _back_up_and_record(settings, clock, prepared, progress, early)
+    replaced = _replace_all(record, reserved.manifest_path, prepared, backups)
+    with interrupts.shielded(then_stop=False):
+        _complete(record, reserved.manifest_path, prepared, replaced)
+        interrupts.done()
+    return RunResult(reserved.manifest_path, reserved.backup_dir, record, prepared)
+
+
+def _back_up_and_record(
+    settings: Settings, clock: Clock, prepared: list[PreparedStore], progress: Progress, early: EarlyCopies
+) -> tuple[_Stamp, Manifest, list[str | None]]:
+    """Reserve the run's TIMESTAMP, back up every store and write the pending manifest; the stamp,
+    the manifest and each store's backup. A failure or a signal before the manifest exists
+    removes the backup directory again. A signal during the reservation waits for its end (at
+    most a second, when the stamp was taken): the directory it makes is then known, so removed."""
+    reserved: _Stamp | None = None
     try:
-        backups = _back_up(prepared, stamp, backup_dir, progress, early)
-        record = _pending(moment, prepared, backups, backup_dir)
-        durable.create_new(manifest_path, record.to_bytes())
+        with interrupts.shielded():
+            reserved = _reserve_stamp(settings, clock)
+        backups = _back_up(prepared, reserved.name, reserved.backup_dir, progress, early)
+        record = _pending(reserved.moment, prepared, backups, reserved.backup_dir)
+        durable.create_new(reserved.manifest_path, record.to_bytes())
     except BaseException as exc:
         with interrupts.shielded(then_stop=False):
-            if os.path.lexists(manifest_path):  # written, then a sync failed: it must say what happened
+            # A manifest written, then a sync failed: it must say what happened.
+            if reserved is not None and os.path.lexists(reserved.manifest_path):
                 if isinstance(exc, (OSError, StoreMigrateError)):
-                    raise _fail(record, manifest_path, [], exc) from exc
+                    raise _fail(record, reserved.manifest_path, [], exc) from exc
                 raise
-            _drop(backup_dir)
+            if reserved is not None:
+                _drop(reserved.backup_dir)
         raise
+    return reserved, record, backups
+
+
+def _replace_all(
+    record: Manifest, manifest_path: str, prepared: list[PreparedStore], backups: list[str | None]
+) -> Replaced:
+    """Replace every store that changes, in store order; on a failure, put back what was replaced
+    and mark the manifest reverted (`_fail`)."""
     replaced: Replaced = []
     try:
         log.info("manifest.written", path=manifest_path, status=PENDING)
@@ -228,10 +286,7 @@ def backup_and_replace(
     except (OSError, StoreMigrateError) as exc:
         with interrupts.shielded(then_stop=False):
             raise _fail(record, manifest_path, replaced, exc) from exc
-    with interrupts.shielded(then_stop=False):
-        _complete(record, manifest_path, prepared, replaced)
-        interrupts.done()
-    return RunResult(manifest_path, backup_dir, record, prepared)
+    return replaced
 
 
 def _drop(backup_dir: str) -> None:

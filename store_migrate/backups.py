@@ -163,33 +163,15 @@ def write_backup(
     """Back up one store (a hard link when an identical backup exists, the early copy when there
     is one) and check its read-back hash against the hash the preparation read."""
     before = prepared.before
+    if early is not None and (prepared.origin is not None or before is None):
+        durable.discard(early.temp)  # no copy of these bytes is needed
     if prepared.origin is not None:  # already migrated: keep the earlier run's backup
-        if early is not None:
-            durable.discard(early.temp)
         return _carry_on(prepared, prepared.origin, stamp, backup_dir, advance)
     if before is None:
-        if early is not None:
-            durable.discard(early.temp)
         return None
     path = os.path.join(backup_dir, workdir.backup_name(prepared.store, stamp, before.sha256))
     with timed() as clock:
-        same = None
-        if prepared.hashed:  # else only a copy of the file itself proves its bytes
-            same = identical_backup(os.path.dirname(backup_dir), prepared.store, before.sha256, backup_dir)
-        if early is not None and (same is not None or early.sha256 != before.sha256):
-            durable.discard(early.temp)
-        if same is not None:
-            durable.link_new(same, path)
-            advance(before.size)
-            written, size = ondisk.hash_file(path, advance)
-        elif early is not None:
-            written, size = early.sha256, early.size
-            if written == before.sha256:
-                durable.commit_new(early.temp, path)
-            advance(2 * size)
-        else:
-            durable.copy_new(prepared.at, path, advance=advance)
-            written, size = ondisk.hash_file(path, advance)
+        written, size, same = _link_or_copy(prepared, before, path, backup_dir, advance, early)
     if written != before.sha256:
         raise ConcurrentWrite(
             f"[{prepared.store}] {prepared.path} changed on disk while the run worked: its backup reads "
@@ -200,3 +182,31 @@ def write_backup(
     log.info("backup.written", store=prepared.store, path=path, bytes=size, sha256=written,
              linked_to=same, early=early is not None and same is None, duration_ms=duration)
     return path
+
+
+def _link_or_copy(
+    prepared: PreparedStore, before: ondisk.FileState, path: str, backup_dir: str, advance: Advance,
+    early: Copy | None,
+) -> tuple[str, int, str | None]:
+    """Make the backup at `path`: a hard link to an earlier backup holding the same bytes, else the
+    early copy, else a copy of the store now. Its hash as read back, its size, and the earlier
+    backup linked to (None for a copy). An early copy of other bytes is not used (the caller
+    refuses: the store changed)."""
+    same = None
+    if prepared.hashed:  # else only a copy of the file itself proves its bytes
+        same = identical_backup(os.path.dirname(backup_dir), prepared.store, before.sha256, backup_dir)
+    if early is not None and (same is not None or early.sha256 != before.sha256):
+        durable.discard(early.temp)
+    if same is not None:
+        durable.link_new(same, path)
+        advance(before.size)
+        written, size = ondisk.hash_file(path, advance)
+    elif early is not None:
+        written, size = early.sha256, early.size
+        if written == before.sha256:
+            durable.commit_new(early.temp, path)
+        advance(2 * size)
+    else:
+        durable.copy_new(prepared.at, path, advance=advance)
+        written, size = ondisk.hash_file(path, advance)
+    return written, size, same

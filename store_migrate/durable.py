@@ -228,47 +228,56 @@ def write_temp_stream(
     directory: str, name: str, pieces: Iterable[bytes | memoryview], mode: int, owner: tuple[int, int] | None,
     digest: Any, unless: str | None = None,
 ) -> tuple[str | None, int]:
-    """`write_temp` for bytes made in pieces: a second thread hashes each piece into `digest` and
-    writes it while the caller's thread makes the next one (hashing and writing release the GIL).
-    Returns the temporary file's path and its size; no path when the bytes hash to `unless` (the
-    target's own hash): the file is then removed unsynced, so its pages are never written out."""
-    written = 0
+    """`write_temp` for bytes made in pieces, each hashed into `digest` as it is written
+    (`_write_pieces`). Returns the temporary file's path and its size; no path when the bytes hash
+    to `unless` (the target's own hash): the file is then removed unsynced, so its pages are never
+    written out."""
+    size = 0
 
     def fill(fd: int) -> None:
-        handoff: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=4)
-        failed: list[BaseException] = []
-
-        def drain() -> None:
-            nonlocal written
-            while (piece := handoff.get()) is not None:
-                if failed:
-                    continue  # keep taking pieces so the maker never blocks on a dead writer
-                try:
-                    digest.update(piece)
-                    write_all(fd, piece)
-                    written += len(piece)
-                except Exception as exc:  # noqa: BLE001 - raised again in the caller's thread
-                    failed.append(exc)
-
-        writer = threading.Thread(target=drain, name="store-migrate-writer", daemon=True)
-        writer.start()
-        try:
-            for piece in pieces:
-                if failed:
-                    break
-                handoff.put(piece)
-        finally:
-            handoff.put(None)
-            writer.join()
-        if failed:
-            raise failed[0]
+        nonlocal size
+        size = _write_pieces(fd, pieces, digest)
         if unless is not None and digest.hexdigest() == unless:
             raise _Unchanged
 
     try:
-        return _temp_file(directory, name, fill, mode, owner), written
+        return _temp_file(directory, name, fill, mode, owner), size
     except _Unchanged:
-        return None, written
+        return None, size
+
+
+def _write_pieces(fd: int, pieces: Iterable[bytes | memoryview], digest: Any) -> int:
+    """Hash each piece into `digest` and write it to `fd` in a second thread while the caller's
+    thread makes the next one (hashing and writing release the GIL); how many bytes were written."""
+    handoff: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=4)
+    failed: list[BaseException] = []
+    written = 0
+
+    def drain() -> None:
+        nonlocal written
+        while (piece := handoff.get()) is not None:
+            if failed:
+                continue  # keep taking pieces so the maker never blocks on a dead writer
+            try:
+                digest.update(piece)
+                write_all(fd, piece)
+                written += len(piece)
+            except Exception as exc:  # noqa: BLE001 - raised again in the caller's thread
+                failed.append(exc)
+
+    writer = threading.Thread(target=drain, name="store-migrate-writer", daemon=True)
+    writer.start()
+    try:
+        for piece in pieces:
+            if failed:
+                break
+            handoff.put(piece)
+    finally:
+        handoff.put(None)
+        writer.join()
+    if failed:
+        raise failed[0]
+    return written
 
 
 def discard(path: str) -> None:

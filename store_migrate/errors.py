@@ -1,7 +1,8 @@
 """One exception family. Each error carries a message written for an operator and an exit code.
 
 Nothing below the CLI prints or exits: commands raise these, the CLI prints `error: <message>`
-and exits with `exit_code`.
+(and `  next: <hint>`) and exits with the error's `exit_code`: 1, unless a subclass says
+otherwise (schemadiff.SchemaDiffUsage 2, interrupts.Interrupted 128 + the signal's number).
 """
 
 from __future__ import annotations
@@ -42,9 +43,8 @@ class StoreRefused(StoreMigrateError):
     """A store cannot be migrated without losing data: nothing was written."""
 
     def __init__(self, path: str, reason: str, *, position: str | None = None) -> None:
-        where = f" at {position}" if position else ""
         super().__init__(
-            f"refusing to migrate {path}: {reason}{where}",
+            f"refusing to migrate {path}: {located(reason, position)}",
             hint="the file was left untouched; fix or restore it, then rerun",
         )
         self.path = path
@@ -70,13 +70,15 @@ class ManifestInvalid(StoreMigrateError):
 
 
 class LockTimeout(StoreMigrateError):
-    def __init__(self, lock_path: str, store_path: str, holder: str, waited: float) -> None:
+    """Another process held the lock (flock on the store's directory: lock.py) for too long."""
+
+    def __init__(self, directory: str, store_path: str, holder: str, waited: float) -> None:
         super().__init__(
-            f"store {store_path} is locked by {holder} (lock file {lock_path}); "
+            f"store {store_path} is locked by {holder} (the lock on directory {directory}); "
             f"gave up after {waited:g}s",
             hint="wait for that run or rollback to finish, or raise --lock-timeout",
         )
-        self.lock_path = lock_path
+        self.directory = directory
 
 
 class ConcurrentWrite(StoreMigrateError):
@@ -92,7 +94,13 @@ class RollbackRefused(StoreMigrateError):
 
 
 class ConfigError(StoreMigrateError):
-    """The environment or options name paths that cannot be used."""
+    """The environment names no store that exists (config.check_present): most likely a wrong
+    ROOT_DIR, which would otherwise make new empty stores."""
+
+
+def located(reason: str, position: str | None) -> str:
+    """`<reason> at <position>` (a line and column, or a JSON path), or the reason alone."""
+    return f"{reason} at {position}" if position else reason
 
 
 def describe_os_error(exc: OSError) -> str:

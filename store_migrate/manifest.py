@@ -12,7 +12,7 @@ import json
 import os
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from . import jsonio, ondisk, workdir
-from .errors import ManifestInvalid, ManifestNotFound, StoreMigrateError
+from .errors import ManifestInvalid, ManifestNotFound, StoreMigrateError, located
 from .stores import KIND_ORDER, load_schema
 
 if TYPE_CHECKING:  # jsonschema is imported when a manifest is first loaded (a run may load none)
@@ -83,8 +83,6 @@ class Manifest:
     tool_version: str | None = None
     transform_version: int | None = None
     backup_dir: str | None = None
-    source: str | None = field(default=None, compare=False)
-    """Where this manifest was read from (not written)."""
 
     @property
     def complete(self) -> bool:
@@ -174,8 +172,7 @@ def load(path: str, *, changes: bool = False, in_place: bool = True) -> Manifest
     try:
         document = jsonio.decode(data)
     except jsonio.JsonError as exc:
-        where = exc.position(data)
-        raise ManifestInvalid(path, f"not valid JSON: {exc.reason}" + (f" at {where}" if where else "")) from None
+        raise ManifestInvalid(path, f"not valid JSON: {located(exc.reason, exc.position(data))}") from None
     errors = sorted(_schema_validator().iter_errors(document), key=lambda e: list(e.absolute_path))
     if errors:
         detail = "; ".join(f"{_pointer(e.absolute_path)}: {_short(e)}" for e in errors[:5])
@@ -196,7 +193,6 @@ def load(path: str, *, changes: bool = False, in_place: bool = True) -> Manifest
         tool_version=document.get("tool_version"),
         transform_version=document.get("transform_version"),
         backup_dir=document.get("backup_dir"),
-        source=os.path.abspath(path),
     )
 
 
@@ -231,22 +227,7 @@ def _entry(manifest_path: str, raw: dict[str, Any], ours: bool, in_place: bool) 
             manifest_path, store, "resolved_path", resolved, False),
     )
     if entry.backup_path is not None and entry.before_sha256 is not None:
-        work, run_stamp = workdir.WorkDir.of_manifest(manifest_path)
-        name = workdir.BACKUP_NAME.fullmatch(os.path.basename(entry.backup_path))
-        if name is None or name["store"] != entry.store or name["sha12"] != entry.before_sha256[:12]:
-            raise ManifestInvalid(
-                manifest_path,
-                f"[{entry.store}] backup_path {entry.backup_path} is not the backup of this store "
-                f"with before_sha256 {entry.before_sha256[:12]}…",
-            )
-        elsewhere = os.path.dirname(entry.backup_path) != work.backup_dir(run_stamp) or name["stamp"] != run_stamp
-        if in_place and elsewhere:
-            raise ManifestInvalid(
-                manifest_path,
-                f"[{entry.store}] backup_path {entry.backup_path} is not in this manifest's own backup directory "
-                f"{work.backup_dir(run_stamp)} under the name the run gives it; "
-                "a manifest must stay in $WORK_DIR/manifests beside its run's backups",
-            )
+        _check_backup_path(manifest_path, entry.store, entry.backup_path, entry.before_sha256, in_place)
     if entry.existed and entry.changed != (entry.before_sha256 != entry.after_sha256):
         raise ManifestInvalid(
             manifest_path,
@@ -254,3 +235,24 @@ def _entry(manifest_path: str, raw: dict[str, Any], ours: bool, in_place: bool) 
             + ("differ" if entry.before_sha256 != entry.after_sha256 else "are equal"),
         )
     return entry
+
+
+def _check_backup_path(manifest_path: str, store: str, backup_path: str, before_sha256: str, in_place: bool) -> None:
+    """The backup is named as a run names this store's backup of these bytes and, `in_place`,
+    sits in this manifest's own backup directory under its run's TIMESTAMP."""
+    work, run_stamp = workdir.WorkDir.of_manifest(manifest_path)
+    name = workdir.BACKUP_NAME.fullmatch(os.path.basename(backup_path))
+    if name is None or name["store"] != store or name["sha12"] != before_sha256[:12]:
+        raise ManifestInvalid(
+            manifest_path,
+            f"[{store}] backup_path {backup_path} is not the backup of this store "
+            f"with before_sha256 {before_sha256[:12]}…",
+        )
+    elsewhere = os.path.dirname(backup_path) != work.backup_dir(run_stamp) or name["stamp"] != run_stamp
+    if in_place and elsewhere:
+        raise ManifestInvalid(
+            manifest_path,
+            f"[{store}] backup_path {backup_path} is not in this manifest's own backup directory "
+            f"{work.backup_dir(run_stamp)} under the name the run gives it; "
+            "a manifest must stay in $WORK_DIR/manifests beside its run's backups",
+        )

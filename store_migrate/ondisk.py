@@ -92,10 +92,6 @@ class Located:
         if not self.at:
             object.__setattr__(self, "at", self.target)
 
-    @property
-    def linked(self) -> bool:
-        return self.target != self.path
-
 
 def _kind_of(mode: int) -> str:
     if stat.S_ISDIR(mode):
@@ -130,23 +126,12 @@ def locate(path: str, what: str, *, allow_dangling: bool = False) -> Located:
         try:
             st = os.lstat(candidate)
         except FileNotFoundError:
-            # Not there (yet): a run creates the store (and its directories) at this very path.
-            dangling = [link for link in followed if not os.path.exists(link)]
-            if dangling and not allow_dangling:
-                raise UnsafeStorePath(
-                    f"{what} {path}: the symbolic link {dangling[0]} leads nowhere",
-                    hint="fix or remove the link; a dangling link is never followed",
-                ) from None
-            return Located(path, os.path.normpath(os.path.join(candidate, *parts)), False,
-                           anchor=current, anchor_id=(current_st.st_dev, current_st.st_ino))
+            return _missing(path, what, os.path.join(candidate, *parts), current, current_st, followed,
+                            allow_dangling)
         except NotADirectoryError:
             raise UnsafeStorePath(f"{what} {path}: {current} is not a directory") from None
         if stat.S_ISLNK(st.st_mode):
-            followed.append(candidate)
-            if len(followed) > _MAX_LINKS:
-                raise UnsafeStorePath(f"{what} {path} goes through more than {_MAX_LINKS} symbolic links")
-            _require_safe_link(path, what, candidate, st, current_st)
-            text = os.readlink(candidate)
+            text = _read_link(path, what, candidate, st, current_st, followed)
             if text.startswith("/"):
                 current, current_st = "/", os.lstat("/")
             parts = [p for p in text.split("/") if p] + parts
@@ -163,6 +148,33 @@ def locate(path: str, what: str, *, allow_dangling: bool = False) -> Located:
     return Located(path, current, True, current_st.st_dev, current_st.st_ino,
                    anchor=parent, anchor_id=(parent_st.st_dev, parent_st.st_ino))
 
+
+def _missing(
+    path: str, what: str, target: str, anchor: str, anchor_st: os.stat_result, followed: list[str],
+    allow_dangling: bool,
+) -> Located:
+    """A store path that leads to nothing (yet): a run creates the store, and the directories
+    missing below `anchor`, at this very `target`; refused when a link on the way leads nowhere,
+    unless `allow_dangling`."""
+    dangling = [link for link in followed if not os.path.exists(link)]
+    if dangling and not allow_dangling:
+        raise UnsafeStorePath(
+            f"{what} {path}: the symbolic link {dangling[0]} leads nowhere",
+            hint="fix or remove the link; a dangling link is never followed",
+        ) from None
+    return Located(path, os.path.normpath(target), False, anchor=anchor,
+                   anchor_id=(anchor_st.st_dev, anchor_st.st_ino))
+
+
+def _read_link(
+    path: str, what: str, link: str, link_st: os.stat_result, dir_st: os.stat_result, followed: list[str]
+) -> str:
+    """The text of a link on the path, once it is known safe to follow; `followed` counts it."""
+    followed.append(link)
+    if len(followed) > _MAX_LINKS:
+        raise UnsafeStorePath(f"{what} {path} goes through more than {_MAX_LINKS} symbolic links")
+    _require_safe_link(path, what, link, link_st, dir_st)
+    return os.readlink(link)
 
 
 def _require_safe_link(path: str, what: str, link: str, link_st: os.stat_result, dir_st: os.stat_result) -> None:
@@ -321,24 +333,39 @@ class FileState:
     def of(cls, sha256: str, st: os.stat_result) -> FileState:
         return cls(sha256, FileIdentity.of(st), Ownership.of(st))
 
+    @classmethod
+    def as_recorded(cls, st: os.stat_result, sha256: str, identity: dict[str, int] | None) -> FileState | None:
+        """The state of a regular file (lstat `st`) that still has the `identity` a run recorded
+        right after writing the bytes with `sha256`: the same identity means the same bytes, which
+        then need not be read. None when it has another (or none was recorded)."""
+        if identity is None or not stat.S_ISREG(st.st_mode) or FileIdentity.of(st).to_json() != identity:
+            return None
+        return cls.of(sha256, st)
+
 
 @dataclass(frozen=True)
-class Snapshot:
-    """A file's bytes as read once, and its state when opened."""
+class _Opened:
+    """A regular file's identity and ownership when it was opened, and the hash of its bytes."""
 
-    data: bytes
     identity: FileIdentity
     ownership: Ownership
     _digest: Future[str]
 
     @property
     def sha256(self) -> str:
-        """The hex SHA-256 of `data` (waits for it when it is being computed in the background)."""
+        """The hex SHA-256 of the bytes (waits for it when a thread is computing it)."""
         return self._digest.result()
 
     @property
     def state(self) -> FileState:
         return FileState(self.sha256, self.identity, self.ownership)
+
+
+@dataclass(frozen=True)
+class Snapshot(_Opened):
+    """A file's bytes as read once, and its state when opened."""
+
+    data: bytes
 
 
 def _sha256(data: bytes | memoryview, *, background: bool) -> Future[str]:
@@ -398,28 +425,17 @@ def read_snapshot(path: str, *, hash_in_background: bool = False) -> Snapshot | 
         return None
     data, st = found
     digest = _sha256(data, background=hash_in_background)
-    return Snapshot(data, FileIdentity.of(st), Ownership.of(st), digest)
+    return Snapshot(FileIdentity.of(st), Ownership.of(st), digest, data=data)
 
 
 @dataclass(frozen=True)
-class Mapped:
+class Mapped(_Opened):
     """A file's pages mapped read-only (no copy into this process's memory), with the hash of
     its bytes computed by a thread meanwhile, and the identity and mode it had when opened.
     `data` is valid until `close`; nothing may hold a view of it then."""
 
     data: memoryview
-    identity: FileIdentity
-    ownership: Ownership
-    _digest: Future[str]
     _map: mmap.mmap | None
-
-    @property
-    def sha256(self) -> str:
-        return self._digest.result()
-
-    @property
-    def state(self) -> FileState:
-        return FileState(self.sha256, self.identity, self.ownership)
 
     def close(self) -> None:
         self._digest.result()  # the hashing thread reads the map
@@ -439,7 +455,7 @@ def map_snapshot(path: str) -> Mapped | None:
     mapping, st = found
     data = memoryview(mapping) if mapping is not None else memoryview(b"")
     digest = _sha256(data, background=True)
-    return Mapped(data, FileIdentity.of(st), Ownership.of(st), digest, mapping)
+    return Mapped(FileIdentity.of(st), Ownership.of(st), digest, data=data, _map=mapping)
 
 
 def hash_file(path: str, advance: Callable[[int], None] | None = None) -> tuple[str, int]:

@@ -2,10 +2,13 @@
 bytes written (fsynced) to a temporary file beside it. Nothing is replaced here.
 
 This is the heavy part of a run, so it is a plain function of picklable arguments that returns
-a small picklable result (no store bytes): `workers.map_stores` runs it in worker processes when
-the stores are big. Memory stays near the parsed tree of one store: the input bytes are dropped
-once parsed, and the new bytes are laid out, hashed and written a few megabytes at a time
-(jsonio.CanonicalPieces, durable.write_temp_stream).
+a small picklable result (no store bytes): `workers.forked` runs it in worker processes when
+the stores are big (backfill.prepare_all). Memory stays near the parsed tree of one store: the
+input bytes are let go once parsed (the Memory section below), and the new bytes are laid out,
+hashed and written a few megabytes at a time (jsonio.CanonicalPieces, durable.write_temp_stream).
+
+`prepare` reads as its steps: read, decode (parsing.py: the one-pass typed decode, else the
+general parse), transform, validate, encode, release.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from . import duplicates, durable, jsonio, ondisk, transform, typed, validate, workers
+from . import duplicates, durable, jsonio, ondisk, parsing, transform, validate, workers
 from .errors import StoreMigrateError, StoreRefused
 from .logs import timed
 from .manifest import StoreEntry
@@ -110,15 +113,10 @@ def map_store(store: str, path: str) -> ondisk.Mapped | None:
 
 
 def parse(kind: StoreKind, path: str, data: bytes | memoryview) -> tuple[Any, bool]:
-    """The store as typed.decode reads it and True; or None and False when it declines (the caller
-    then parses in full, which also names what is wrong with bytes that are not JSON)."""
-    if not data:
-        return None, False
-    try:
-        return typed.decode(kind, data), True
-    except typed.Declined as exc:
-        log.info("store.general_path", store=kind.name, path=path, reason=str(exc))
-        return None, False
+    """`parsing.one_pass` as (tree, True), or (None, False) when it declines: verification.py's
+    form, until it calls `parsing` itself."""
+    parsed = parsing.one_pass(kind, path, data)
+    return (None, False) if parsed is None else (parsed.tree, True)
 
 
 def validated(
@@ -172,52 +170,159 @@ def prepare(
     the other stores' `at` (a store the run creates takes its owner from one in its directory)."""
     kind = store_kind(store)
     at = target if at is None else at
-    with timed() as clock:  # in a worker, the file's pages are mapped rather than copied
+    read = _read(kind, store, path, at)
+    with timed() as transform_clock:
+        tree = _decode(read, allow_empty)
+        changes = _transform(kind, read, tree)
+    report = _validate(read, changes.result.value, strict)
+    encoded = _encode(changes.result.value, at, siblings, read.before, write)
+    _release(tree)
+    _refuse_incomplete(kind, at, read, changes, encoded)
+    result = changes.result
+    prepared = PreparedStore(
+        store, path, target, at, read.before, encoded.sha256, encoded.size, encoded.temp, changes.counts, report,
+        result.added_keys, result.replaced_keys, changes.counters,
+    )
+    if not prepared.changed:
+        prepared.discard()
+    log.info(
+        "store.transformed", store=store, path=path, changed=prepared.changed, added_keys=prepared.added_keys,
+        replaced_keys=prepared.replaced_keys, counters={c.name: c.after for c in result.counters},
+        counts=changes.counts, bytes=encoded.size, sha256=encoded.sha256,
+        duration_ms=read.parse_ms + transform_clock["duration_ms"] + encoded.duration_ms,
+    )
+    return prepared
+
+
+# The steps of `prepare`, in order: read, decode, transform, validate, encode, release.
+
+
+@dataclass
+class _Read:
+    """A store as step 1 read it: the file's state, and what the one-pass decode made of its bytes."""
+
+    store: str
+    path: str
+    before: ondisk.FileState | None
+    """The file as read (its bytes are not kept); None when it does not exist."""
+    size: int
+    """How many bytes were read."""
+    one_pass: parsing.Parsed | None
+    """The tree, when the one-pass decode took the bytes."""
+    members: int
+    """The members the bytes write (duplicates.written): the new bytes must write as many, plus
+    those the transform adds."""
+    parse_ms: float
+    general: bytes | None
+    """The bytes, kept for the general parse only (when the one pass declined them); see Memory."""
+
+    def refused(self, reason: str, position: str | None = None) -> StoreRefused:
+        return _refuse(self.before, self.store, self.path, reason, position)
+
+
+def _read(kind: StoreKind, store: str, path: str, at: str) -> _Read:
+    """Step 1: read the store (a worker maps its pages rather than copying them) and try the
+    one-pass decode while a thread hashes the bytes; log `store.read`."""
+    with timed() as read_clock:
         snapshot = map_store(store, at) if workers.in_worker() else read_store(store, at, hash_in_background=True)
     data: bytes | memoryview = b"" if snapshot is None else snapshot.data
-    with timed() as parse_clock:  # while a thread hashes the bytes
-        value, typed_ok = parse(kind, path, data)
-        members = duplicates.written(data)  # compared with the output's (duplicates.py)
+    with timed() as parse_clock:
+        one_pass = parsing.one_pass(kind, path, data)
+        members = duplicates.written(data)
     before = None if snapshot is None else snapshot.state
     log.info(
         "store.read", store=store, path=path, existed=before is not None,
-        bytes=None if before is None else before.size, sha256=None if before is None else before.sha256, **clock,
+        bytes=None if before is None else before.size, sha256=None if before is None else before.sha256,
+        **read_clock,
     )
     size = len(data)
-    if isinstance(snapshot, ondisk.Mapped):
-        if not typed_ok:
-            data = bytes(data)  # the general path, and its error positions, work on bytes
-        snapshot.close()
-    del snapshot
-    if before is not None and not size and not allow_empty:
-        raise _refuse(before, store, path, "the file is empty (pass --allow-empty to treat it as an empty store)", None)
-    with timed() as clock:
-        if not typed_ok:
-            assert isinstance(data, bytes)
-            try:
-                value = jsonio.decode(data) if data else {}
-            except jsonio.JsonError as exc:
-                raise _refuse(before, store, path, exc.reason, exc.position(data)) from None
-        del data
-        top_level = len(value) if isinstance(value, dict) else 0
-        try:
-            result = transform.backfill(kind, value)
-        except transform.ShapeRefusal as exc:
-            raise _refuse(before, store, path, exc.reason, exc.pointer) from None
-        members += len(result.value) - top_level  # the keys and counters the transform added
-        counts = transform.counts(kind, result.value)
-        counters = _counters(kind, result)
-    report = validated(store, path, result.value, None, typed=typed_ok)
+    general = _let_go_of_input(snapshot, data, keep=one_pass is None)
+    return _Read(store, path, before, size, one_pass, members, parse_clock["duration_ms"], general)
+
+
+def _decode(read: _Read, allow_empty: bool) -> Any:
+    """Step 2: the store's tree: the one pass's, else the general parse's; a missing file (or an
+    empty one, with `allow_empty`) is an empty store. Refuses any other empty file, and bytes
+    that are not JSON."""
+    if read.before is not None and not read.size and not allow_empty:
+        raise read.refused("the file is empty (pass --allow-empty to treat it as an empty store)")
+    if read.one_pass is not None:
+        return read.one_pass.tree
+    data = _take_bytes(read)
+    if not data:
+        return {}
+    try:
+        return parsing.general(data).tree
+    except parsing.NotParsed as exc:
+        raise read.refused(exc.reason, exc.position) from None
+
+
+@dataclass(frozen=True)
+class _Transformed:
+    result: transform.TransformResult
+    counts: dict[str, int]
+    counters: dict[str, tuple[Any, int]]
+    """Every counter of the kind: name -> (value before, value after); before is None when absent."""
+    members: int
+    """The members the new bytes must write: those the old bytes wrote, plus the top-level keys
+    and counters the transform added."""
+
+
+def _transform(kind: StoreKind, read: _Read, tree: Any) -> _Transformed:
+    """Step 3: the backfill (transform.py, which changes `tree` in place) and the manifest's
+    counts. Refuses a store that cannot take the current shape without losing data."""
+    top_level = len(tree) if isinstance(tree, dict) else 0
+    try:
+        result = transform.backfill(kind, tree)
+    except transform.ShapeRefusal as exc:
+        raise read.refused(exc.reason, exc.pointer) from None
+    added = len(result.value) - top_level
+    return _Transformed(result, transform.counts(kind, result.value), _counters(kind, result), read.members + added)
+
+
+def _counters(kind: StoreKind, result: transform.TransformResult) -> dict[str, tuple[Any, int]]:
+    changed = {c.name: c for c in result.counters}
+    return {
+        c.name: (changed[c.name].before if c.name in changed else result.value[c.name], result.value[c.name])
+        for c in kind.counters
+    }
+
+
+def _validate(read: _Read, tree: dict[str, Any], strict: bool) -> validate.Report:
+    """Step 4: can the service read every record (logged: `store.validated`)? With `strict`,
+    refuse the store when it cannot."""
+    report = validated(read.store, read.path, tree, None, typed=read.one_pass is not None)
     if strict and not report.readable:
         first = report.problems[0]
-        raise _refuse(
-            before, store, path,
+        raise read.refused(
             f"the service could not read {report.unreadable} record(s) after migration (--strict); "
             f"first: {first.message}",
             first.pointer,
         )
+    return report
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    sha256: str
+    size: int
+    """How many bytes the new file has."""
+    temp: str | None
+    """The new bytes written and fsynced beside the store; None for a dry run, or when they are
+    the bytes the store already holds."""
+    too_deep: bool
+    colons: int
+    duration_ms: float
+
+
+def _encode(
+    tree: dict[str, Any], at: str, siblings: tuple[str, ...], before: ondisk.FileState | None, write: bool
+) -> _Encoded:
+    """Step 5: the canonical bytes, laid out a few megabytes at a time (jsonio.CanonicalPieces)
+    and hashed; with `write`, streamed to a temporary file beside the store, owned and moded like
+    the store (ondisk.ownership_for_new for a new one), else only measured."""
     with timed() as encode_clock:
-        pieces = jsonio.CanonicalPieces(result.value)
+        pieces = jsonio.CanonicalPieces(tree)
         digest = hashlib.sha256()
         temp = None
         if write:
@@ -231,39 +336,51 @@ def prepare(
             for piece in pieces:
                 digest.update(piece)
                 size += len(piece)
-        too_deep, colons = pieces.too_deep, pieces.colons
-        workers.outlive(value)  # in a worker, never freed one by one (see workers.py)
-        del value, result.value, pieces
-        after_sha256 = digest.hexdigest()
-    prepared = PreparedStore(
-        store, path, target, at, before, after_sha256, size, temp, counts, report,
-        result.added_keys, result.replaced_keys, counters,
-    )
-    if too_deep:
-        prepared.discard()
-        raise _refuse(before, store, path, f"nesting too deep to parse ({jsonio.MAX_DEPTH} levels or more)", None)
-    if colons != members:  # a member named twice was dropped when parsing
-        prepared.discard()
-        raise _refuse(before, store, path, *duplicates.refusal(
-            kind, at, None if before is None else before.sha256, colons, members))
-    if not prepared.changed:
-        prepared.discard()
-    log.info(
-        "store.transformed", store=store, path=path, changed=prepared.changed, added_keys=prepared.added_keys,
-        replaced_keys=prepared.replaced_keys, counters={c.name: c.after for c in result.counters},
-        counts=counts,
-        bytes=size, sha256=after_sha256,
-        duration_ms=parse_clock["duration_ms"] + clock["duration_ms"] + encode_clock["duration_ms"],
-    )
-    return prepared
+    return _Encoded(digest.hexdigest(), size, temp, pieces.too_deep, pieces.colons, encode_clock["duration_ms"])
 
 
-def _counters(kind: StoreKind, result: transform.TransformResult) -> dict[str, tuple[Any, int]]:
-    changed = {c.name: c for c in result.counters}
-    return {
-        c.name: (changed[c.name].before if c.name in changed else result.value[c.name], result.value[c.name])
-        for c in kind.counters
-    }
+def _refuse_incomplete(kind: StoreKind, at: str, read: _Read, changes: _Transformed, encoded: _Encoded) -> None:
+    """Refuse (removing the new file) bytes that would not give the whole tree back: nesting too
+    deep for the service's reader, or fewer members than are due (an object that named a member
+    twice lost one to the parse: duplicates.py)."""
+    if encoded.too_deep:
+        reason, position = f"nesting too deep to parse ({jsonio.MAX_DEPTH} levels or more)", None
+    elif encoded.colons != changes.members:
+        before_sha256 = None if read.before is None else read.before.sha256
+        reason, position = duplicates.refusal(kind, at, before_sha256, encoded.colons, changes.members)
+    else:
+        return
+    if encoded.temp is not None:
+        durable.discard(encoded.temp)
+    raise read.refused(reason, position)
+
+
+# Memory. A store parses to a tree several times its size, so a preparation stays near one parsed
+# tree only if nothing else big is held beside it; these three let go of what the steps are done
+# with, and nothing else in this module does.
+
+
+def _let_go_of_input(snapshot: ondisk.Snapshot | ondisk.Mapped | None, data: bytes | memoryview,
+                     *, keep: bool) -> bytes | None:
+    """After the one pass: unmap a mapped file, keeping the bytes (as bytes, which the general
+    parse and its error positions need: a copy of a mapped file) only when `keep`."""
+    kept = bytes(data) if keep else None
+    if isinstance(snapshot, ondisk.Mapped):
+        snapshot.close()
+    return kept
+
+
+def _take_bytes(read: _Read) -> bytes:
+    """The bytes for the general parse, no longer held by `read`: they go when the parse is done."""
+    data, read.general = read.general, None
+    assert data is not None
+    return data
+
+
+def _release(tree: Any) -> None:
+    """Step 6, once the tree is encoded: in a worker, keep it until the worker exits, since
+    freeing it object by object takes 0.2-0.3 s for a big store (workers.outlive)."""
+    workers.outlive(tree)
 
 
 def check_known(
@@ -276,9 +393,8 @@ def check_known(
     at = target if at is None else at
     try:
         st = os.lstat(at)
-        identity = ondisk.FileIdentity.of(st)
-        if known.identity is not None and identity.to_json() == known.identity and stat.S_ISREG(st.st_mode):
-            before = ondisk.FileState.of(known.after_sha256, st)
+        before = ondisk.FileState.as_recorded(st, known.after_sha256, known.identity)
+        if before is not None:
             log.info("store.read", store=store, path=path, existed=True, bytes=st.st_size,
                      sha256=known.after_sha256, hashed=False)
             if advance is not None:
@@ -291,7 +407,8 @@ def check_known(
         st_after = os.lstat(at)
     except FileNotFoundError:
         return None
-    if sha256 != known.after_sha256 or ondisk.FileIdentity.of(st_after) != identity or not stat.S_ISREG(st.st_mode):
+    unchanged = ondisk.FileIdentity.of(st_after) == ondisk.FileIdentity.of(st)  # while it was hashed
+    if sha256 != known.after_sha256 or not unchanged or not stat.S_ISREG(st.st_mode):
         return None
     before = ondisk.FileState.of(sha256, st)
     log.info("store.read", store=store, path=path, existed=True, bytes=size, sha256=sha256, **clock)

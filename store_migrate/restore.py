@@ -4,7 +4,6 @@ drifted file when forced, restore or remove."""
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass
 
 import structlog
@@ -27,8 +26,9 @@ def _live_file(entry: StoreEntry, target: str) -> tuple[ondisk.FileState | None,
         st = os.lstat(target)
     except FileNotFoundError:
         return None, None
-    if stat.S_ISREG(st.st_mode) and entry.after_identity == ondisk.FileIdentity.of(st).to_json():
-        return ondisk.FileState.of(entry.after_sha256, st), None
+    recorded = ondisk.FileState.as_recorded(st, entry.after_sha256, entry.after_identity)
+    if recorded is not None:
+        return recorded, None
     read = read_store(entry.store, target)
     return (None, None) if read is None else (read.state, read.data)
 

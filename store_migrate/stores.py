@@ -55,10 +55,6 @@ class StoreKind:
     counts: tuple[CountSpec, ...]
     schema: dict[str, Any]
 
-    @property
-    def top_level_keys(self) -> tuple[str, ...]:
-        return (*self.containers, *(c.name for c in self.counters))
-
 
 def _schema_text(name: str) -> str:
     resource = resources.files("store_migrate").joinpath("schemas", name)
@@ -83,7 +79,11 @@ def load_schema(name: str) -> dict[str, Any]:
     return schema
 
 
-def _kind_from_schema(name: str, schema: dict[str, Any]) -> StoreKind:
+def kind_from_schema(name: str, schema: dict[str, Any]) -> StoreKind:
+    """The kind a schema describes: an installed file's (`store_kind`), or another version of it
+    given as a dict (as schema-diff compares them; `validate.StoreValidator(kind_from_schema(...))`
+    validates stores against it). Raises SchemaFileError when the schema does not say what the
+    tool needs."""
     meta = schema.get("x-store-migrate")
     if not isinstance(meta, dict) or meta.get("kind") != name:
         raise SchemaFileError(f"schemas/{name}.schema.json lacks x-store-migrate.kind = {name!r}")
@@ -121,18 +121,11 @@ def _kind_from_schema(name: str, schema: dict[str, Any]) -> StoreKind:
     )
 
 
-def kind_from_schema(name: str, schema: dict[str, Any]) -> StoreKind:
-    """The kind a schema given as a dict describes (another version of a schema file, as
-    schema-diff compares them); `validate.StoreValidator(kind_from_schema(...))` validates
-    stores against it. Raises SchemaFileError like the installed files would."""
-    return _kind_from_schema(name, schema)
-
-
 @cache
 def store_kind(name: str) -> StoreKind:
     if name not in KIND_ORDER:
         raise SchemaFileError(f"unknown store kind {name!r} (known: {', '.join(KIND_ORDER)})")
-    return _kind_from_schema(name, load_schema(f"{name}.schema.json"))
+    return kind_from_schema(name, load_schema(f"{name}.schema.json"))
 
 
 def all_kinds() -> tuple[StoreKind, ...]:
