@@ -23,6 +23,7 @@ from . import (
     jsonio,
     manifest,
     ondisk,
+    parsing,
     recovery,
     restore,
     retention,
@@ -311,10 +312,9 @@ def check(kind_name: str, paths: list[str], *, limit: int = validate.DEFAULT_LIM
             failure = "the file is empty (the service cannot parse it)"
         else:
             try:
-                value = jsonio.decode(snapshot.data)
-            except jsonio.JsonError as exc:
-                where = exc.position(snapshot.data)
-                failure = f"does not parse: {exc.reason}" + (f" at {where}" if where else "")
+                value = parsing.general(snapshot.data).tree
+            except parsing.NotParsed as exc:
+                failure = str(exc)
             else:
                 report = validated(kind.name, path, value, jsonio.indent(snapshot.data), limit)
                 duplicates.add_to(report, kind, snapshot.data, value, limit)
