@@ -41,7 +41,7 @@ lint: dev
 	$(BIN)/mypy store_migrate tools
 	bash -n scripts/*.sh
 
-# The README's transcripts as the tool prints them now (tests/test_readme.py checks they are current).
+# The README's transcripts as the tool prints them now (tests/cli/test_readme.py checks they are current).
 readme: install
 	$(BIN)/python tools/readme.py --write
 

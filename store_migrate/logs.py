@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import structlog
 
-from .errors import ConfigError
+from store_migrate.errors import ConfigError
 
 LogFormat = Literal["auto", "json", "console"]
 ENV_VAR = "STORE_MIGRATE_LOG_FORMAT"
@@ -118,7 +118,7 @@ def open_log_file(path: str) -> int:
     missing directories, 0700); an existing one is appended to only when it is a regular file
     with no other name, owned by this user or root and writable by nobody else. Never through a
     symbolic link, never a FIFO or device, never in a manifests/ directory. ConfigError says why not."""
-    from . import durable, ondisk
+    from store_migrate.fs import durable, ondisk
 
     absolute = os.path.abspath(path)
     ondisk.require_printable(absolute, "log file")
@@ -151,7 +151,7 @@ def open_log_file(path: str) -> int:
 
 
 def _unsafe_log_file(st: os.stat_result) -> str | None:
-    from .ondisk import user_name
+    from store_migrate.fs.ondisk import user_name
 
     if not stat.S_ISREG(st.st_mode):
         return "it is not a regular file"

@@ -20,6 +20,12 @@ settings.register_profile("store-migrate", deadline=None)
 settings.load_profile("store-migrate")
 
 PROJECT = Path(__file__).resolve().parents[1]
+
+# The tests mirror the code: unit/ (one file per module), cli/ (behaviour through the wrappers and
+# the CLI), safety/ (attacks, faults, signals, ownership). A few share fixtures and strategies
+# (test_safety's big stores, test_properties' JSON values): each folder is importable from the others.
+for _group in ("unit", "cli", "safety"):
+    sys.path.insert(0, str(Path(__file__).resolve().parent / _group))
 SCRIPTS = PROJECT / "scripts"
 EXAMPLES = PROJECT / "examples" / "stores"
 GOLDEN = Path(__file__).resolve().parent / "golden"
