@@ -27,8 +27,6 @@ import structlog
 from store_migrate.errors import ConfigError
 
 LogFormat = Literal["auto", "json", "console"]
-ENV_VAR = "STORE_MIGRATE_LOG_FORMAT"
-FILE_ENV_VAR = "STORE_MIGRATE_LOG_FILE"
 LOG_FILE_MODE = 0o600
 
 _configured = False

@@ -53,7 +53,7 @@ from typer.core import TyperCommand, TyperGroup  # noqa: E402
 
 from store_migrate import __version__  # noqa: E402
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_FAILED, EXIT_USAGE = 1, 2  # and 0 for success, 128 + N for a signal (errors.py)
 
 
 class LogFormat(StrEnum):
@@ -250,8 +250,9 @@ def _described(exc: BaseException) -> tuple[str, str | None, int]:
 
 
 def _call(log_format: LogFormat, quiet: bool, log_file: Path | None, work: Callable[[], None]) -> None:
-    """Configure logging, run `work`, and map library errors to their exit code (1) without a
-    traceback."""
+    """Configure logging, run `work`, and turn a library error into its `error:`/`  next:` lines
+    and its exit code (StoreMigrateError.exit_code: 1, or 2 for a usage error, 128 + N for a
+    signal), without a traceback."""
     from store_migrate.errors import StoreMigrateError
     from store_migrate.logs import configure
 

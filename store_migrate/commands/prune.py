@@ -28,6 +28,7 @@ from store_migrate.core import manifest
 from store_migrate.core.config import Settings
 from store_migrate.core.manifest import PENDING, StoreEntry
 from store_migrate.core.stores import KIND_ORDER
+from store_migrate.core.workdir import WorkDir
 from store_migrate.errors import StoreMigrateError
 from store_migrate.fs import durable, ondisk
 
@@ -97,7 +98,7 @@ def _reason_to_keep(
     if live:
         verb = "holds" if len(live) == 1 else "hold"
         return f"{', '.join(live)} still {verb} its after_sha256: its rollback may be needed"
-    backups = os.path.join(settings.backups_root, stamp)
+    backups = WorkDir(settings.work_dir).backup_dir(stamp)
     if record.backup_dir is not None and os.path.normpath(record.backup_dir) != backups:
         return f"its backup_dir {record.backup_dir} is not {backups}; prune removes only what runs make there"
     kind = _kind_of(backups)
@@ -137,8 +138,9 @@ def prune(settings: Settings, keep: int, dry_run: bool) -> PruneResult:
                 hashes[entry.path] = None
         return hashes[entry.path]
 
-    directory = settings.manifests_dir
-    for place in (settings.work_dir, directory, settings.backups_root):
+    work = WorkDir(settings.work_dir)
+    directory = work.manifests
+    for place in (work.root, directory, work.backups):
         if _kind_of(place) not in (None, "directory"):
             raise StoreMigrateError(f"refusing to prune: {place} is a {_kind_of(place)}, not a directory",
                                     hint="prune never follows a link; look at the work directory by hand")
@@ -163,7 +165,7 @@ def prune(settings: Settings, keep: int, dry_run: bool) -> PruneResult:
         if reason is not None:
             result.kept.append((path, reason))
             continue
-        backups = os.path.join(settings.backups_root, stamp)
+        backups = work.backup_dir(stamp)
         has_backups = _kind_of(backups) == "directory"
         if not dry_run:
             durable.remove(path)

@@ -16,6 +16,7 @@ import pwd
 import stat
 
 from store_migrate.core.config import Settings
+from store_migrate.core.workdir import WorkDir
 from store_migrate.errors import StoreMigrateError
 from store_migrate.fs import durable
 
@@ -100,7 +101,8 @@ def run_problems(settings: Settings) -> list[str]:
         if (directory := _unwritable(os.path.dirname(target))) is not None:
             blocked.setdefault(directory, []).append(
                 f"the new {label} store" if st is not None else f"the {label} store it creates")
-    for directory in (settings.manifests_dir, settings.backups_root):
+    work = WorkDir(settings.work_dir)
+    for directory in (work.manifests, work.backups):
         if (existing := _unwritable(directory)) is not None:
             blocked.setdefault(existing, []).append(f"{directory} (work directory)")
     for directory, needs in blocked.items():

@@ -57,14 +57,6 @@ class Settings:
     working directory."""
     work_source: str = "WORK_DIR"
 
-    @property
-    def manifests_dir(self) -> str:
-        return os.path.join(self.work_dir, "manifests")
-
-    @property
-    def backups_root(self) -> str:
-        return os.path.join(self.work_dir, "backups")
-
     def origin(self, source: str) -> str:
         """A path's source as an operator reads it: the variable, or the default and where its
         ROOT_DIR came from."""

@@ -48,8 +48,6 @@ def test_root_dir_gives_every_default(tmp_path: Path) -> None:
     assert set(sources(settings).values()) == {"default"}
     assert settings.work_dir == str(storage(tmp_path / "srv") / "rust-store-migrate")
     assert settings.work_source == "default"
-    assert settings.manifests_dir == os.path.join(settings.work_dir, "manifests")
-    assert settings.backups_root == os.path.join(settings.work_dir, "backups")
 
 
 def test_a_relative_root_dir_is_taken_from_the_working_directory(tmp_path: Path) -> None:
