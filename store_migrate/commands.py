@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import structlog
 
@@ -29,8 +29,6 @@ from . import (
     workdir,
     workers,
 )
-from .additive import Additive
-from .additive import check as prove_additive
 from .backfill import (
     RunResult,
     already_recorded,
@@ -53,6 +51,9 @@ from .retention import PruneResult
 from .stores import store_kind
 from .verification import StoreCheck, VerifyResult, verify_store
 from .workdir import WorkDir
+
+if TYPE_CHECKING:
+    from .additive import Additive
 
 log = structlog.get_logger("store_migrate")
 
@@ -171,6 +172,8 @@ def verify(
                                    for i in usable]
     sizes = [ondisk.size_of(record.stores[i].path) for i in usable]
     if additive:  # jobs of their own: the biggest store's proof runs beside the other stores' checks
+        from . import additive as proofs  # imported before the workers fork; plain verify needs none of it
+
         jobs += [("additive", *job[1:]) for job in jobs]
         sizes += [size + ondisk.size_of(record.stores[i].backup_path or "") for i, size in zip(usable, sizes,
                                                                                                 strict=True)]
@@ -178,15 +181,16 @@ def verify(
             progress.task(f"verifying {len(usable)} store(s)", sum(sizes)) as advance:  # forked first: no thread yet
         outcomes = pool.results(on_done=lambda i: advance(sizes[i]))
     done = dict(zip(usable, outcomes, strict=False))
-    proofs = dict(zip(usable, outcomes[len(usable):], strict=False))
+    proven = dict(zip(usable, outcomes[len(usable):], strict=False))
     checks: list[StoreCheck] = []
     for i, (entry, found) in enumerate(zip(record.stores, located, strict=True)):
         outcome = StoreCheck(entry.store, entry.path, problems=[found]) if isinstance(found, str) else done[i]
-        proof = proofs.get(i)
+        proof = proven.get(i)
         for result in (outcome, proof):
             if isinstance(result, BaseException):
                 raise result
-        assert isinstance(outcome, StoreCheck) and (proof is None or isinstance(proof, Additive))
+        # (a proof is there only with `additive`, which imported `proofs`)
+        assert isinstance(outcome, StoreCheck) and (proof is None or isinstance(proof, proofs.Additive))
         outcome.additive = proof
         checks.append(outcome)
     comparison = None
@@ -208,6 +212,8 @@ def _verify_job(
     what: str, entry: StoreEntry, located: ondisk.Located, canonical: bool, strict: bool, allow_unreadable: bool
 ) -> StoreCheck | Additive:
     if what == "additive":
+        from .additive import check as prove_additive  # imported already (verify)
+
         return prove_additive(entry, located.target)
     return verify_store(entry, located.target, canonical, strict, allow_unreadable)
 
