@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--auth-mb", type=float, default=50)
     parser.add_argument("--domain-mb", type=float, default=50)
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "store-migrate-bench"))
+    parser.add_argument("--no-bytecode-cache", action="store_true",
+                        help="no bytecode cache when the environment says so (PYTHONDONTWRITEBYTECODE)")
     parser.add_argument("--out", help="also write every sample as JSON here")
     args = parser.parse_args()
 
@@ -50,6 +52,7 @@ def main() -> None:
     sides = {"A": args.a.resolve(), "B": args.b.resolve()}
     operations = {side: _operations(bin_dir, wanted) for side, bin_dir in sides.items()}
     bench.adopt_orphans()
+    bench.use_bytecode_cache(None if args.no_bytecode_cache else args.cache, list(sides.values()))
     samples: dict[str, dict[str, list[bench.Sample]]] = {"A": {}, "B": {}}
     loads = []
     for rep in range(args.reps):
@@ -59,7 +62,8 @@ def main() -> None:
         loads.append(os.getloadavg()[0])
         print(f"repetition {rep + 1}/{args.reps} done (load {loads[-1]:.2f})", flush=True)
 
-    print(f"\nA: {sides['A']}\nB: {sides['B']}\nmedian of {args.reps}, alternating; "
+    print(f"\nA: {sides['A']}\nB: {sides['B']}\nmedian of {args.reps}, alternating; bytecode "
+          f"{'cached in ' + str(bench.BYTECODE[0]) if bench.BYTECODE else 'as the environment says'}; "
           f"1-minute load after each repetition: {', '.join(f'{x:.1f}' for x in loads)}")
     print(f"{'operation':<30} {'A wall':>7} {'B wall':>7} {'change':>7}   {'A CPU':>6} {'B CPU':>6} {'change':>7}"
           f"   {'A MB':>6} {'B MB':>6}")
