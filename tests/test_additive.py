@@ -19,13 +19,13 @@ from typing import Any
 
 import msgspec
 import pytest
-from conftest import GOLDEN, RUN, VERIFY, Stores, load_json, log_events
+from conftest import EXAMPLES, GOLDEN, RUN, VERIFY, Stores, load_json, log_events
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from test_properties import store_values
 from test_safety import big_stores, copy_big  # noqa: F401 (big_stores is a fixture)
 
-from store_migrate import additive, jsonio, transform
+from store_migrate import additive, jsonio, transform, typed
 from store_migrate.manifest import StoreEntry
 from store_migrate.stores import store_kind
 
@@ -310,6 +310,29 @@ def test_every_golden_output_holds_its_input(name: str) -> None:
     kind = {"auth": "auth", "codex": "codex_threads", "domain": "domain"}[name.split("-")[0]]
     result = check_bytes(kind, (GOLDEN / f"{name}.in.json").read_bytes(), (GOLDEN / f"{name}.out.json").read_bytes())
     assert result.ok and result.method == "canonical", result
+
+
+def test_records_the_service_cannot_read_are_decoded_by_the_fast_path_and_changes_to_them_found() -> None:
+    """Readable or not is verify's question, not the proof's: a backup with a timestamp that is not
+    RFC 3339 and an id above 2^64-1 (the one-pass decode of a run declines it) is decoded by the
+    proof's one-pass decode all the same, proven by its canonical bytes, and a change to either
+    value is still found."""
+    value = jsonio.decode((EXAMPLES / "rust-domain-store.json").read_bytes())
+    value["shouts"][0]["created_at"] = "yesterday"
+    value["shouts"][1]["id"] = 2**64 + 5
+    before = msgspec.json.encode(value)
+    with pytest.raises(typed.Declined):
+        typed.decode(store_kind("domain"), before)
+    assert additive._typed(store_kind("domain"), before) is not None
+    after = migrate("domain", value)
+    proven = check_bytes("domain", before, after)
+    assert proven.ok and proven.method == "canonical", proven
+    for field, other in (("created_at", "today"), ("id", 2**64 + 6)):
+        live = jsonio.decode(after)
+        live["shouts"][0 if field == "created_at" else 1][field] = other
+        found = check_bytes("domain", before, jsonio.encode(live))
+        assert not found.ok and found.method == "walk" and found.count == 1, found
+        assert found.differences[0].pointer == f"$.shouts[{0 if field == 'created_at' else 1}].{field}"
 
 
 def test_numbers_compare_by_exact_value_and_type() -> None:
