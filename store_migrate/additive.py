@@ -97,6 +97,9 @@ class Additive:
     """How many differences there are in all."""
     reason: str | None = None
     """Why it could not be proven at all (a backup missing or not the manifest's bytes)."""
+    backup_sha256: str | None = None
+    """The hash of the backup bytes the proof read (None: it read none), which verify's check of
+    the backup takes instead of reading and hashing them again (verification.settle_backup)."""
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "method": self.method, "differences": self.count,
@@ -164,6 +167,13 @@ def _prove(kind: StoreKind, entry: StoreEntry, live: _Live, limit: int) -> Addit
         if isinstance(backup, ondisk.Mapped):
             backup.close()
         del backup
+    result = _proven(kind, entry, live, limit, digest, unchanged, value, members)
+    result.backup_sha256 = digest
+    return result
+
+
+def _proven(kind: StoreKind, entry: StoreEntry, live: _Live, limit: int, digest: str, unchanged: bool,
+            value: dict[str, Any] | None, members: int) -> Additive:
     if digest != entry.before_sha256:
         return _unproven(entry, f"backup {entry.backup_path} does not hash to before_sha256")
     if unchanged:

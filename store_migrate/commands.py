@@ -49,7 +49,7 @@ from .recovery import pending_runs, recover
 from .restore import RollbackAction, RollbackResult
 from .retention import PruneResult
 from .stores import store_kind
-from .verification import StoreCheck, VerifyResult, verify_store
+from .verification import StoreCheck, VerifyResult, settle_backup, verify_store
 from .workdir import WorkDir
 
 if TYPE_CHECKING:
@@ -150,7 +150,8 @@ def verify(
     store unless `allow_unreadable`. With `baseline` (another manifest), the comparison of
     compare.py: a count that dropped by more than `max_drop`, more unreadable records, an
     incomplete baseline fail. With `additive`, every store must hold every member and value of
-    its backup (additive.py). Reports every problem."""
+    its backup (additive.py); each backup is then read and hashed once, by its proof, whose hash
+    the backup's check takes. Reports every problem."""
     record = manifest.load(manifest_path)
     earlier = None if baseline is None else compare.load(baseline)
     problems = []
@@ -168,13 +169,14 @@ def verify(
     canonical = record.transform_version is not None
     located = [_pinned(entry, allow_dangling=True) for entry in record.stores]
     usable = [i for i, found in enumerate(located) if not isinstance(found, str)]
-    jobs: list[tuple[Any, ...]] = [("verify", record.stores[i], located[i], canonical, strict, allow_unreadable)
-                                   for i in usable]
+    # With `additive` each backup is read and hashed by its proof, not by the check as well
+    jobs: list[tuple[Any, ...]] = [("verify", record.stores[i], located[i], canonical, strict, allow_unreadable,
+                                    not additive) for i in usable]
     sizes = [ondisk.size_of(record.stores[i].path) for i in usable]
     if additive:  # jobs of their own: the biggest store's proof runs beside the other stores' checks
         from . import additive as proofs  # imported before the workers fork; plain verify needs none of it
 
-        jobs += [("additive", *job[1:]) for job in jobs]
+        jobs += [("additive", *job[1:3]) for job in jobs]
         sizes += [size + ondisk.size_of(record.stores[i].backup_path or "") for i, size in zip(usable, sizes,
                                                                                                 strict=True)]
     with workers.forked(_verify_job, jobs, sizes) as pool, \
@@ -191,7 +193,9 @@ def verify(
                 raise result
         # (a proof is there only with `additive`, which imported `proofs`)
         assert isinstance(outcome, StoreCheck) and (proof is None or isinstance(proof, proofs.Additive))
-        outcome.additive = proof
+        if proof is not None:
+            outcome.additive = proof
+            settle_backup(outcome, entry, proof.backup_sha256)
         checks.append(outcome)
     comparison = None
     if earlier is not None:
@@ -208,14 +212,15 @@ def verify(
     return VerifyResult(record, problems, checks, strict, allow_unreadable, additive, comparison)
 
 
-def _verify_job(
-    what: str, entry: StoreEntry, located: ondisk.Located, canonical: bool, strict: bool, allow_unreadable: bool
-) -> StoreCheck | Additive:
+def _verify_job(what: str, entry: StoreEntry, located: ondisk.Located, *check: bool) -> StoreCheck | Additive:
+    """One store's check (`check`: canonical, strict, allow_unreadable, with its backup) or its
+    additive proof."""
     if what == "additive":
         from .additive import check as prove_additive  # imported already (verify)
 
         return prove_additive(entry, located.target)
-    return verify_store(entry, located.target, canonical, strict, allow_unreadable)
+    canonical, strict, allow_unreadable, backup = check
+    return verify_store(entry, located.target, canonical, strict, allow_unreadable, backup=backup)
 
 
 def _paths(record: Manifest) -> set[str]:

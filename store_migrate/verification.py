@@ -91,24 +91,45 @@ def _sha_problem(what: str, expected: str | None, actual: str) -> str:
 
 
 def verify_store(
-    entry: StoreEntry, target: str, canonical: bool, strict: bool, allow_unreadable: bool = False
+    entry: StoreEntry, target: str, canonical: bool, strict: bool, allow_unreadable: bool = False,
+    *, backup: bool = True,
 ) -> StoreCheck:
     """Verify one store (in a worker process when the stores are big); `target` is its path with
-    every link resolved (ondisk.pinned)."""
+    every link resolved (ondisk.pinned). Not `backup`: the backup is left to `settle_backup`, with
+    the hash of it that `verify --additive`'s proof computes anyway (its log event says so)."""
     with timed() as clock:
-        check, live = _check_store(entry, target, canonical, strict, allow_unreadable)
+        check, live = _check_store(entry, target, canonical, strict, allow_unreadable, backup)
         check.unreadable_allowed = allow_unreadable
+    leaves = {} if backup or not entry.existed else {"backup": "checked with the additive proof's hash"}
     log.info(
         "store.verified", store=entry.store, path=entry.path, ok=not check.failed(),
         problems=len(check.problems), unreadable=None if check.report is None else check.report.unreadable,
         sha256=None if live is None else live[0],
-        bytes=None if live is None else live[1], **clock,
+        bytes=None if live is None else live[1], **leaves, **clock,
     )
     return check
 
 
+def settle_backup(check: StoreCheck, entry: StoreEntry, digest: str | None) -> None:
+    """The backup's problems for a check made without them (`verify_store(backup=False)`), from
+    `digest`, the hash of the backup's bytes that the additive proof read; when it read none,
+    the backup is checked here as `verify_store` would have."""
+    if not entry.existed:
+        return
+    if digest is None:
+        problems, denied = _backup_problems(entry)
+    elif digest != entry.before_sha256:
+        assert entry.backup_path is not None
+        problems, denied = [_sha_problem(f"backup sha mismatch: {entry.backup_path}", entry.before_sha256, digest)], []
+    else:
+        problems, denied = [], []
+    check.backup_ok = not problems
+    check.problems.extend(problems)
+    check.denied.extend(denied)
+
+
 def _check_store(
-    entry: StoreEntry, target: str, canonical: bool, strict: bool, allow_unreadable: bool
+    entry: StoreEntry, target: str, canonical: bool, strict: bool, allow_unreadable: bool, with_backup: bool
 ) -> tuple[StoreCheck, tuple[str, int] | None]:
     """Checksum, shape, counts, backup and service readability of one store.
 
@@ -119,7 +140,7 @@ def _check_store(
     check = StoreCheck(entry.store, entry.path)
     kind = store_kind(entry.store)
     with ThreadPoolExecutor(max_workers=1) as background:  # hashing the backup releases the GIL
-        backup = background.submit(_backup_problems, entry) if entry.existed else None
+        backup = background.submit(_backup_problems, entry) if entry.existed and with_backup else None
         live, measured = None, None
         denied = access.read_problem(target)
         if denied is not None:

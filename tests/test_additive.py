@@ -251,6 +251,12 @@ def test_a_backup_that_is_missing_or_not_the_manifests_proves_nothing(stores: St
             "does not hash to before_sha256") in errors
     assert (f"error: [codex_threads] not additive: cannot be proven: backup unreadable: {codex} "
             "(Too many levels of symbolic links)") in errors
+    # The check of each backup says what plain verify says, though the proof alone read and hashed it
+    plain = stores.call(VERIFY, str(migrated), check=1).stderr.splitlines()
+    told = [line for line in plain if "] backup " in line]
+    assert len(told) == 3 and all(line in errors for line in told), (told, errors)
+    actual = plain[plain.index(f"error: [domain] backup sha mismatch: {entries['domain']['backup_path']}") + 2]
+    assert actual == f"  actual:   {hashlib.sha256(b'{}').hexdigest()}" and actual in errors
 
 
 def test_records_the_service_added_since_are_no_loss(stores: Stores, migrated: Path) -> None:
