@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import structlog
 
@@ -19,8 +19,6 @@ from store_migrate.cli.progress import SILENT, Progress
 from store_migrate.commands import compare, recovery
 from store_migrate.commands import prune as retention
 from store_migrate.commands import rollback as restore
-from store_migrate.commands.additive import Additive
-from store_migrate.commands.additive import check as prove_additive
 from store_migrate.commands.backups import EarlyCopies
 from store_migrate.commands.prepare import PreparedStore, read_store, validated
 from store_migrate.commands.prune import PruneResult
@@ -34,7 +32,7 @@ from store_migrate.commands.run import (
     prepare_all,
     remove_leftovers,
 )
-from store_migrate.commands.verify import StoreCheck, VerifyResult, verify_store
+from store_migrate.commands.verify import StoreCheck, VerifyResult, settle_backup, verify_store
 from store_migrate.core import access, manifest, workdir
 from store_migrate.core.config import Settings, check_present
 from store_migrate.core.manifest import PENDING, REVERTED, Clock, Manifest, StoreEntry, utc_now
@@ -45,6 +43,9 @@ from store_migrate.fs import durable, ondisk, workers
 from store_migrate.fs.interrupts import interruptible, shielded
 from store_migrate.fs.lock import locked
 from store_migrate.readable import duplicates, jsonio, parsing, validate
+
+if TYPE_CHECKING:
+    from store_migrate.commands.additive import Additive
 
 log = structlog.get_logger("store_migrate")
 
@@ -142,7 +143,8 @@ def verify(
     store unless `allow_unreadable`. With `baseline` (another manifest), the comparison of
     compare.py: a count that dropped by more than `max_drop`, more unreadable records, an
     incomplete baseline fail. With `additive`, every store must hold every member and value of
-    its backup (additive.py). Reports every problem."""
+    its backup (additive.py); each backup is then read and hashed once, by its proof, whose hash
+    the backup's check takes. Reports every problem."""
     record = manifest.load(manifest_path)
     earlier = None if baseline is None else compare.load(baseline)
     problems = []
@@ -160,27 +162,33 @@ def verify(
     canonical = record.transform_version is not None
     located = [_pinned(entry, allow_dangling=True) for entry in record.stores]
     usable = [i for i, found in enumerate(located) if not isinstance(found, str)]
-    jobs: list[tuple[Any, ...]] = [("verify", record.stores[i], located[i], canonical, strict, allow_unreadable)
-                                   for i in usable]
+    # With `additive` each backup is read and hashed by its proof, not by the check as well
+    jobs: list[tuple[Any, ...]] = [("verify", record.stores[i], located[i], canonical, strict, allow_unreadable,
+                                    not additive) for i in usable]
     sizes = [ondisk.size_of(record.stores[i].path) for i in usable]
     if additive:  # jobs of their own: the biggest store's proof runs beside the other stores' checks
-        jobs += [("additive", *job[1:]) for job in jobs]
+        from . import additive as proofs  # imported before the workers fork; plain verify needs none of it
+
+        jobs += [("additive", *job[1:3]) for job in jobs]
         sizes += [size + ondisk.size_of(record.stores[i].backup_path or "") for i, size in zip(usable, sizes,
                                                                                                 strict=True)]
     with workers.forked(_verify_job, jobs, sizes) as pool, \
             progress.task(f"verifying {len(usable)} store(s)", sum(sizes)) as advance:  # forked first: no thread yet
         outcomes = pool.results(on_done=lambda i: advance(sizes[i]))
     done = dict(zip(usable, outcomes, strict=False))
-    proofs = dict(zip(usable, outcomes[len(usable):], strict=False))
+    proven = dict(zip(usable, outcomes[len(usable):], strict=False))
     checks: list[StoreCheck] = []
     for i, (entry, found) in enumerate(zip(record.stores, located, strict=True)):
         outcome = StoreCheck(entry.store, entry.path, problems=[found]) if isinstance(found, str) else done[i]
-        proof = proofs.get(i)
+        proof = proven.get(i)
         for result in (outcome, proof):
             if isinstance(result, BaseException):
                 raise result
-        assert isinstance(outcome, StoreCheck) and (proof is None or isinstance(proof, Additive))
-        outcome.additive = proof
+        # (a proof is there only with `additive`, which imported `proofs`)
+        assert isinstance(outcome, StoreCheck) and (proof is None or isinstance(proof, proofs.Additive))
+        if proof is not None:
+            outcome.additive = proof
+            settle_backup(outcome, entry, proof.backup_sha256)
         checks.append(outcome)
     comparison = None
     if earlier is not None:
@@ -197,12 +205,15 @@ def verify(
     return VerifyResult(record, problems, checks, strict, allow_unreadable, additive, comparison)
 
 
-def _verify_job(
-    what: str, entry: StoreEntry, located: ondisk.Located, canonical: bool, strict: bool, allow_unreadable: bool
-) -> StoreCheck | Additive:
+def _verify_job(what: str, entry: StoreEntry, located: ondisk.Located, *check: bool) -> StoreCheck | Additive:
+    """One store's check (`check`: canonical, strict, allow_unreadable, with its backup) or its
+    additive proof."""
     if what == "additive":
+        from .additive import check as prove_additive  # imported already (verify)
+
         return prove_additive(entry, located.target)
-    return verify_store(entry, located.target, canonical, strict, allow_unreadable)
+    canonical, strict, allow_unreadable, backup = check
+    return verify_store(entry, located.target, canonical, strict, allow_unreadable, backup=backup)
 
 
 def _paths(record: Manifest) -> set[str]:

@@ -35,9 +35,12 @@ def _exact(kind_name: str) -> structs.Exact:
     return structs.exact(store_kind(kind_name))
 
 
-def decode(kind: StoreKind, data: bytes | memoryview) -> dict[str, Any]:
+def decode(kind: StoreKind, data: bytes | memoryview, *, checked: bool = True) -> dict[str, Any]:
     """The store's top-level members (absent keys left out) with every record as a struct, when
-    every record is one the service reads and nothing would be lost. Raises Declined otherwise."""
+    every record is one the service reads and nothing would be lost. Raises Declined otherwise.
+    Not `checked`: the timestamps and u64 ceilings (structs.Exact.leaf_problem) are not checked,
+    for a caller that needs the exact value only, readable or not (additive.py): they are
+    strings and integers decoded exactly either way (0.15-0.25 s less for a 200 MB codex store)."""
     exact = _exact(kind.name)
     try:
         root = msgspec.json.decode(data, type=exact.root)
@@ -47,7 +50,7 @@ def decode(kind: StoreKind, data: bytes | memoryview) -> dict[str, Any]:
         raise Declined("invalid UTF-8") from None
     except RecursionError:
         raise Declined("nesting too deep to parse") from None
-    problem = exact.leaf_problem(root)
+    problem = exact.leaf_problem(root) if checked else None
     if problem is not None:
         raise Declined(problem)
     return {name: value for name in root.__struct_fields__ if (value := getattr(root, name)) is not msgspec.UNSET}

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import RUN, VERIFY, Stores, load_json
+from conftest import RUN, VERIFY, Stores, load_json, log_events
+
+from store_migrate.commands import entry as commands
+from store_migrate.commands import verify as verification
+from store_migrate.fs import workers
 
 
 @pytest.fixture
@@ -102,3 +109,61 @@ def test_a_manifest_that_is_not_complete_fails(stores: Stores, migrated: Path) -
     migrated.write_text(json.dumps(document))
     done = stores.call(VERIFY, str(migrated), check=1)
     assert "is pending: the run that wrote it did not complete" in done.stderr
+
+
+def test_plain_verify_does_not_parse_stores_whose_bytes_are_the_recorded_ones(stores: Stores, migrated: Path) -> None:
+    """The run's recorded verdict stands for its own bytes (a summary gives shape and counts);
+    a full parse and validation, logged as `store.validated`, is for --strict and changed bytes."""
+    plain = log_events(stores.call(VERIFY, str(migrated), check=0).stderr)
+    assert [e["event"] for e in plain if e["event"] == "store.validated"] == []
+    assert {e["store"]: e["unreadable"] for e in plain if e["event"] == "store.verified"} == {
+        "auth": 0, "codex_threads": 0, "domain": 0}
+    strict = log_events(stores.call(VERIFY, "--strict", str(migrated), check=0).stderr)
+    assert sorted(e["store"] for e in strict if e["event"] == "store.validated") == ["auth", "codex_threads", "domain"]
+    stores.paths["domain"].write_bytes(stores.paths["domain"].read_bytes() + b"\n")
+    changed = log_events(stores.call(VERIFY, str(migrated), check=1).stderr)
+    assert [e["store"] for e in changed if e["event"] == "store.validated"] == ["domain"]
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="stores go to worker processes only with 2 cores or more")
+def test_verify_in_worker_processes_maps_the_stores_and_parses_only_changed_bytes(
+    stores: Stores, migrated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Big stores are verified by worker processes, which map the live file instead of copying
+    it; bytes that are not the recorded ones are parsed in full from a copy of the map, and
+    whatever those bytes hold (a dropped row, nesting too deep for the summary) is reported."""
+    calls = tmp_path / "calls"
+
+    def spy(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def called(*args: Any, **kwargs: Any) -> Any:
+            with calls.open("a") as log:  # written from the worker processes
+                log.write(f"{name} {args[0] if name == 'map' else args[0].name} {workers.in_worker()}\n")
+            return original(*args, **kwargs)
+        return called
+
+    monkeypatch.setattr(verification, "map_store", spy("map", verification.map_store))
+    monkeypatch.setattr(verification, "parse", spy("parse", verification.parse))
+    monkeypatch.setattr(workers, "PARALLEL_BYTES", 1)  # the sample stores go to workers too
+
+    def verified() -> tuple[commands.VerifyResult, list[str]]:
+        calls.unlink(missing_ok=True)
+        result = commands.verify(str(migrated))
+        return result, sorted(calls.read_text().splitlines())
+
+    result, seen = verified()
+    assert result.ok and seen == sorted(f"map {kind} True" for kind in ("auth", "codex_threads", "domain"))
+
+    domain = json.loads(stores.paths["domain"].read_bytes())
+    del domain["shouts"][0]
+    stores.paths["domain"].write_text(json.dumps(domain))
+    stores.paths["codex_threads"].write_bytes(b'{"threads": {"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}")
+    result, seen = verified()
+    assert not result.ok
+    assert seen == sorted([*(f"map {kind} True" for kind in ("auth", "codex_threads", "domain")),
+                           "parse codex_threads True", "parse domain True"])
+    problems = {check.store: check.problems for check in result.stores}
+    assert problems["auth"] == []
+    assert problems["domain"][0].startswith("sha mismatch") and "count shouts: manifest has 2, file has 1" in problems[
+        "domain"]
+    assert problems["codex_threads"][0].startswith("sha mismatch")
+    assert "does not parse: nesting too deep to parse" in problems["codex_threads"]

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from conftest import GOLDEN, RUN, VERIFY, Stores, load_json, log_events
+from conftest import EXAMPLES, GOLDEN, RUN, VERIFY, Stores, load_json, log_events
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from test_properties import store_values
@@ -29,7 +29,7 @@ from store_migrate.commands import additive
 from store_migrate.core import transform
 from store_migrate.core.manifest import StoreEntry
 from store_migrate.core.stores import store_kind
-from store_migrate.readable import jsonio
+from store_migrate.readable import jsonio, typed
 
 M = "SECRET-MARKER-5d1c"
 STAMP = "20260222T085502Z"
@@ -253,6 +253,12 @@ def test_a_backup_that_is_missing_or_not_the_manifests_proves_nothing(stores: St
             "does not hash to before_sha256") in errors
     assert (f"error: [codex_threads] not additive: cannot be proven: backup unreadable: {codex} "
             "(Too many levels of symbolic links)") in errors
+    # The check of each backup says what plain verify says, though the proof alone read and hashed it
+    plain = stores.call(VERIFY, str(migrated), check=1).stderr.splitlines()
+    told = [line for line in plain if "] backup " in line]
+    assert len(told) == 3 and all(line in errors for line in told), (told, errors)
+    actual = plain[plain.index(f"error: [domain] backup sha mismatch: {entries['domain']['backup_path']}") + 2]
+    assert actual == f"  actual:   {hashlib.sha256(b'{}').hexdigest()}" and actual in errors
 
 
 def test_records_the_service_added_since_are_no_loss(stores: Stores, migrated: Path) -> None:
@@ -312,6 +318,29 @@ def test_every_golden_output_holds_its_input(name: str) -> None:
     kind = {"auth": "auth", "codex": "codex_threads", "domain": "domain"}[name.split("-")[0]]
     result = check_bytes(kind, (GOLDEN / f"{name}.in.json").read_bytes(), (GOLDEN / f"{name}.out.json").read_bytes())
     assert result.ok and result.method == "canonical", result
+
+
+def test_records_the_service_cannot_read_are_decoded_by_the_fast_path_and_changes_to_them_found() -> None:
+    """Readable or not is verify's question, not the proof's: a backup with a timestamp that is not
+    RFC 3339 and an id above 2^64-1 (the one-pass decode of a run declines it) is decoded by the
+    proof's one-pass decode all the same, proven by its canonical bytes, and a change to either
+    value is still found."""
+    value = jsonio.decode((EXAMPLES / "rust-domain-store.json").read_bytes())
+    value["shouts"][0]["created_at"] = "yesterday"
+    value["shouts"][1]["id"] = 2**64 + 5
+    before = msgspec.json.encode(value)
+    with pytest.raises(typed.Declined):
+        typed.decode(store_kind("domain"), before)
+    assert additive._typed(store_kind("domain"), before) is not None
+    after = migrate("domain", value)
+    proven = check_bytes("domain", before, after)
+    assert proven.ok and proven.method == "canonical", proven
+    for field, other in (("created_at", "today"), ("id", 2**64 + 6)):
+        live = jsonio.decode(after)
+        live["shouts"][0 if field == "created_at" else 1][field] = other
+        found = check_bytes("domain", before, jsonio.encode(live))
+        assert not found.ok and found.method == "walk" and found.count == 1, found
+        assert found.differences[0].pointer == f"$.shouts[{0 if field == 'created_at' else 1}].{field}"
 
 
 def test_numbers_compare_by_exact_value_and_type() -> None:

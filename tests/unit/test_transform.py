@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from store_migrate.core import transform
 from store_migrate.core.stores import store_kind
@@ -239,3 +242,29 @@ def test_depth_check_agrees_with_a_walk_for_objects_and_strings(depth: int) -> N
         return 0
 
     assert jsonio.nesting_too_deep(jsonio.encode(document)) is (walk(document) >= 128)
+
+
+class _Row(msgspec.Struct):
+    id: Any = msgspec.UNSET
+
+
+class _NoId(msgspec.Struct):
+    body: str = ""
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=-3, max_value=3) | st.integers(min_value=U64_MAX - 2, max_value=U64_MAX + 2)
+                | st.integers(min_value=-3, max_value=2**70) | st.sampled_from(
+                    [msgspec.UNSET, None, True, False, 7.0, "9", "+3"]), max_size=8), st.booleans(), st.booleans())
+def test_ids_of_structs_count_as_those_of_dicts(ids: list[Any], as_map: bool, odd_row: bool) -> None:
+    """Rows decoded as structs (typed.py, summary.py) take a path without a call per row; it
+    counts exactly as row_id does for the same rows as dicts."""
+    structs: list[Any] = [_Row(i) for i in ids] + ([_NoId()] if odd_row else [])
+    dicts: list[Any] = [{} if i is msgspec.UNSET else {"id": i} for i in ids] + ([{"body": ""}] if odd_row else [])
+    if as_map:
+        structs_in: Any = {str(n): row for n, row in enumerate(structs)}
+        dicts_in: Any = {str(n): row for n, row in enumerate(dicts)}
+    else:
+        structs_in, dicts_in = structs, dicts
+    expected = min(max((transform.row_id(r) for r in dicts), default=0) + 1, U64_MAX)
+    assert transform.next_id(structs_in) == transform.next_id(dicts_in) == expected
