@@ -418,17 +418,18 @@ def run_command(
     """
 
     def work() -> None:
-        from store_migrate.commands import entry as commands
+        from store_migrate.commands import recovery as cmd_recovery
+        from store_migrate.commands import run as cmd_run
         from store_migrate.core import config
 
         settings = config.resolve()
         if dry_run:
-            prepared = commands.dry_run(settings, allow_empty=allow_empty, allow_missing=allow_missing,
+            prepared = cmd_run.dry_run(settings, allow_empty=allow_empty, allow_missing=allow_missing,
                                         strict=strict, progress=_progress(quiet))
             _print_dry_run(prepared, settings)
-            _warn_leftovers(commands.leftover_temps([s.path for s in settings.stores], settings.work_dir))
+            _warn_leftovers(cmd_recovery.leftover_temps([s.path for s in settings.stores], settings.work_dir))
             return
-        result = commands.run(settings, allow_empty=allow_empty, allow_missing=allow_missing, strict=strict,
+        result = cmd_run.run(settings, allow_empty=allow_empty, allow_missing=allow_missing, strict=strict,
                               lock_timeout=lock_timeout, progress=_progress(quiet))
         _emit([
             f"rust-store-migrate: wrote manifest to {result.manifest_path}",
@@ -498,12 +499,13 @@ def verify_command(
 
     def work() -> None:
         from store_migrate.cli import report as evidence
-        from store_migrate.commands import entry as commands
+        from store_migrate.commands import recovery as cmd_recovery
+        from store_migrate.commands import verify as cmd_verify
 
-        result = commands.verify(str(manifest), strict=strict, allow_unreadable=allow_unreadable,
+        result = cmd_verify.verify(str(manifest), strict=strict, allow_unreadable=allow_unreadable,
                                  baseline=None if baseline is None else str(baseline), max_drop=max_drop,
                                  additive=additive, progress=_progress(quiet))
-        _warn_leftovers(commands.manifest_leftovers(str(manifest), result.manifest))
+        _warn_leftovers(cmd_recovery.manifest_leftovers(str(manifest), result.manifest))
         document = evidence.verify_evidence(result, str(manifest))
         if report is not None:
             _write_report(report, evidence.markdown(document))
@@ -600,12 +602,13 @@ def rollback_command(
 
     def work() -> None:
         from store_migrate.cli import report as evidence
-        from store_migrate.commands import entry as commands
+        from store_migrate.commands import recovery as cmd_recovery
+        from store_migrate.commands import rollback as cmd_rollback
         from store_migrate.errors import RollbackRefused, StoreMigrateError
 
         try:
-            leftovers = commands.manifest_leftovers(str(manifest), changes=True)
-            result = commands.rollback(str(manifest), force=force, lock_timeout=lock_timeout,
+            leftovers = cmd_recovery.manifest_leftovers(str(manifest), changes=True)
+            result = cmd_rollback.rollback(str(manifest), force=force, lock_timeout=lock_timeout,
                                        progress=_progress(quiet))
         except (StoreMigrateError, OSError) as exc:
             if report is not None:
@@ -665,10 +668,11 @@ def check_command(
     """
 
     def work() -> None:
-        from store_migrate.commands import entry as commands
+        from store_migrate.commands import check as cmd_check
+        from store_migrate.commands import recovery as cmd_recovery
 
-        results = commands.check(kind.value, [str(f) for f in files], limit=max_problems)
-        _warn_leftovers(commands.leftover_temps([r.path for r in results]))
+        results = cmd_check.check(kind.value, [str(f) for f in files], limit=max_problems)
+        _warn_leftovers(cmd_recovery.leftover_temps([r.path for r in results]))
         if as_json:
             typer.echo(json.dumps([
                 {"path": r.path, "kind": r.kind, "readable": r.report.readable,
@@ -712,10 +716,10 @@ def prune_command(
     """
 
     def work() -> None:
-        from store_migrate.commands import entry as commands
+        from store_migrate.commands import prune as cmd_prune
         from store_migrate.core import config
 
-        result = commands.prune(config.resolve(), keep=keep, dry_run=dry_run, lock_timeout=lock_timeout)
+        result = cmd_prune.prune(config.resolve(), keep=keep, dry_run=dry_run, lock_timeout=lock_timeout)
         word = "would remove" if dry_run else "removed"
         for path in result.removed:
             typer.echo(f"{word}: {path}")

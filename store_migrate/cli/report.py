@@ -12,7 +12,8 @@ from typing import Any
 
 from store_migrate import __version__
 from store_migrate.commands import compare
-from store_migrate.commands.entry import RollbackResult, VerifyResult
+from store_migrate.commands.rollback import RollbackResult
+from store_migrate.commands.verify import VerifyResult
 from store_migrate.core.manifest import Manifest
 
 

@@ -114,13 +114,6 @@ def map_store(store: str, path: str) -> ondisk.Mapped | None:
     return _opened(store, path, lambda: ondisk.map_snapshot(path))
 
 
-def parse(kind: StoreKind, path: str, data: bytes | memoryview) -> tuple[Any, bool]:
-    """`parsing.one_pass` as (tree, True), or (None, False) when it declines: verification.py's
-    form, until it calls `parsing` itself."""
-    parsed = parsing.one_pass(kind, path, data)
-    return (None, False) if parsed is None else (parsed.tree, True)
-
-
 def validated(
     store: str, path: str, value: object, indented: bytes | None, limit: int = validate.DEFAULT_LIMIT,
     *, typed: bool = False,

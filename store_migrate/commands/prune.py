@@ -1,4 +1,5 @@
-"""Which old manifests and backup directories `prune` may remove, and removing them.
+"""`prune`: which old manifests and backup directories it may remove, and removing them (under
+the lock).
 
 Prune removes only names a run made: a manifest `manifests/<TIMESTAMP>.json` (a regular file)
 and its backup directory `backups/<TIMESTAMP>/` (a real directory, not a link), which must hold
@@ -31,6 +32,7 @@ from store_migrate.core.stores import KIND_ORDER
 from store_migrate.core.workdir import WorkDir
 from store_migrate.errors import StoreMigrateError
 from store_migrate.fs import durable, ondisk
+from store_migrate.fs.lock import locked
 
 log = structlog.get_logger("store_migrate")
 
@@ -121,7 +123,7 @@ def _before_states(directory: str, names: list[str]) -> dict[str, set[tuple[str,
     return states
 
 
-def prune(settings: Settings, keep: int, dry_run: bool) -> PruneResult:
+def remove_old(settings: Settings, keep: int, dry_run: bool) -> PruneResult:
     """The rules above, applied to the manifests in the work directory (the caller holds the
     stores' lock, so no run or rollback changes them meanwhile)."""
     result = PruneResult()
@@ -174,3 +176,11 @@ def prune(settings: Settings, keep: int, dry_run: bool) -> PruneResult:
         log.info("manifest.pruned", path=path, backups=backups if has_backups else None, dry_run=dry_run)
         result.removed += [path, backups] if has_backups else [path]
     return result
+
+
+def prune(settings: Settings, *, keep: int, dry_run: bool = False, lock_timeout: float = 30.0) -> PruneResult:
+    """Remove old manifests and their backup directories, under the same lock as a run: never
+    the newest `keep`, never one a store it changed still needs, never anything a run did not
+    make, never through a link (the rules are above: `remove_old`)."""
+    with locked([s.path for s in settings.stores], lock_timeout):
+        return remove_old(settings, keep, dry_run)

@@ -1,5 +1,8 @@
-"""Runs that did not finish. A run writes its manifest `pending` before it replaces the first
-store and marks it `complete` after the last; a run killed in between (kill -9, a power cut, a
+"""Runs that did not finish, and the temporary files killed runs leave behind (listed by verify,
+check, dry runs and rollback; removed by the next run: `remove_leftovers`).
+
+A run writes its manifest `pending` before it replaces the first store and marks it `complete`
+after the last; a run killed in between (kill -9, a power cut, a
 crash) leaves it `pending`, with some stores migrated and some not. Nothing may build on that:
 
 - the next run on the same stores first returns every store of such a manifest to its before
@@ -14,6 +17,7 @@ crash) leaves it `pending`, with some stores migrated and some not. Nothing may 
 from __future__ import annotations
 
 import os
+from contextlib import suppress
 from dataclasses import dataclass
 
 import structlog
@@ -100,3 +104,47 @@ def _put_back(pending: Pending, stores: list[ondisk.Located], clock: Clock) -> N
 def mark_reverted(path: str, record: Manifest) -> None:
     record.status = REVERTED
     durable.atomic_replace(path, record.to_bytes())
+
+
+def remove_leftovers(stores: list[ondisk.Located], work_dir: str | None) -> None:
+    """Remove temporary files that a killed run or rollback left beside the stores (we hold their
+    lock, which every writer of those holds) and in the work directory (shared with runs on other
+    stores: only files whose writer is gone)."""
+    removed = [
+        os.path.join(os.path.dirname(found.target), os.path.basename(temp)) for found in stores
+        for temp in durable.remove_leftover_temps(os.path.dirname(found.at), only_for=os.path.basename(found.at),
+                                                  locked=True)
+    ]
+    if work_dir is not None:
+        removed += durable.remove_leftover_temps(os.path.join(work_dir, "manifests"))
+        backups = os.path.join(work_dir, "backups")
+        removed += durable.remove_leftover_temps(backups)  # early copies (backups.py)
+        for stamp in sorted(os.listdir(backups)) if os.path.isdir(backups) else ():
+            removed += durable.remove_leftover_temps(os.path.join(backups, stamp))
+    for path in removed:
+        log.warning("temp.removed", path=path)
+
+
+def leftover_temps(store_paths: list[str], work_dir: str | None = None) -> list[str]:
+    """The temporary files that stopped runs or rollbacks left beside these stores (every link
+    resolved) and, with `work_dir`, in its manifests/ and backups/, whose writer is gone: each
+    logged (`temp.leftover`, a warning) for the operator to know; the next run removes them
+    (backfill.remove_leftovers). Reads only."""
+    places = sorted({os.path.split(os.path.realpath(path)) for path in store_paths})
+    found = [temp for directory, name in places for temp in durable.leftover_temps(directory, only_for=name)]
+    if work_dir is not None:
+        work = WorkDir(work_dir)
+        found += durable.leftover_temps(work.manifests) + durable.leftover_temps(work.backups)
+        with suppress(FileNotFoundError, NotADirectoryError, PermissionError):
+            for stamp in sorted(os.listdir(work.backups)):
+                found += durable.leftover_temps(os.path.join(work.backups, stamp))
+    for temp in found:
+        log.warning("temp.leftover", path=temp)
+    return found
+
+
+def manifest_leftovers(manifest_path: str, record: Manifest | None = None, *, changes: bool = False) -> list[str]:
+    """`leftover_temps` for the stores and the work directory of a manifest (read when not given,
+    checked as a command that `changes` stores reads it)."""
+    record = manifest.load(manifest_path, changes=changes) if record is None else record
+    return leftover_temps(sorted(manifest.covered_paths(record)), WorkDir.of_manifest(manifest_path)[0].root)

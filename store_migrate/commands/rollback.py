@@ -1,18 +1,24 @@
-"""The steps of a rollback: plan each store (check its backup and its live file), keep a copy of a
+"""`rollback`, and its steps: plan each store (check its backup and its live file), keep a copy of a
 drifted file when forced, restore or remove."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import NoReturn
 
 import structlog
 
+from store_migrate.cli.progress import SILENT, Progress
+from store_migrate.commands import recovery
 from store_migrate.commands.prepare import read_store
-from store_migrate.core import workdir
-from store_migrate.core.manifest import Manifest, StoreEntry
+from store_migrate.core import manifest, workdir
+from store_migrate.core.manifest import PENDING, Clock, Manifest, StoreEntry, utc_now
+from store_migrate.core.workdir import WorkDir
 from store_migrate.errors import ConcurrentWrite, RollbackRefused
-from store_migrate.fs import durable, ondisk
+from store_migrate.fs import durable, ondisk, workers
+from store_migrate.fs.interrupts import interruptible
+from store_migrate.fs.lock import locked
 from store_migrate.logs import timed
 
 log = structlog.get_logger("store_migrate")
@@ -151,3 +157,65 @@ def apply(action: RollbackAction, backup_dir: str, stamp: str, siblings: tuple[s
         bytes=None if action.backup is None else len(action.backup.data),
         live_known_by=None if action.live is None else "identity" if action.live_data is None else "hash", **clock,
     )
+
+
+def rollback(
+    manifest_path: str,
+    *,
+    force: bool = False,
+    lock_timeout: float = 30.0,
+    clock: Clock = utc_now,
+    progress: Progress = SILENT,
+) -> RollbackResult:
+    """Return every store of a manifest to its before_sha256 state; check all before changing any.
+    Only what the run made is touched: the manifest, its directory and the work directory must be
+    trusted (workdir.py), each backup must lie in the run's own backup directory (manifest.load),
+    and each store path must still lead where the run found it (ondisk.pinned)."""
+    record = manifest.load(manifest_path, changes=True)
+    work, run_stamp = WorkDir.of_manifest(manifest_path)
+    work.check()
+    newer = recovery.pending_runs(work, manifest.covered_paths(record), newer_than=os.path.basename(manifest_path))
+    if newer:
+        _refuse_rollback([f"a newer run did not complete: manifest {p.path} is pending; roll it back first, "
+                          "or run the backfill, which recovers it" for p in newer])
+    backup_dir = work.backup_dir(run_stamp)
+    if os.path.lexists(backup_dir):
+        workdir.require_trusted_dir(backup_dir, os.lstat(backup_dir), "backup directory")
+    located = [ondisk.pinned_or_reason(entry.path, entry.resolved_path, allow_dangling=True) for entry in record.stores]
+    unsafe = [f"[{e.store}] {found}" for e, found in zip(record.stores, located, strict=True) if isinstance(found, str)]
+    if unsafe:
+        _refuse_rollback(unsafe)
+    found_at = [found for found in located if isinstance(found, ondisk.Located)]
+    with interruptible(), locked([found.target for found in found_at], lock_timeout), \
+            durable.held(found_at, create=True) as held:
+        recovery.remove_leftovers(held, None)
+        targets = {e.store: found.at for e, found in zip(record.stores, held, strict=True)}
+        sizes = {e.store: ondisk.size_of(targets[e.store]) + ondisk.size_of(e.backup_path or "")
+                 for e in record.stores}
+        total = sum(sizes.values())
+
+        def plan_one(entry: StoreEntry) -> tuple[RollbackAction, str | None]:
+            planned = plan(entry, targets[entry.store], force)
+            advance(sizes[entry.store])
+            return planned
+
+        with progress.task("checking backups and live stores", total) as advance:
+            planned = workers.in_threads(plan_one, record.stores, total)
+        refusals = [problem for _, problem in planned if problem]
+        if refusals:
+            _refuse_rollback(refusals)
+        actions = [action for action, _ in planned]
+        stamp = workdir.stamp(clock())
+        with progress.task("restoring", total) as advance:
+            siblings = tuple(targets.values())
+            workers.in_threads(lambda a: apply(a, backup_dir, stamp, siblings), actions, total)
+            advance(total)
+        if record.status == PENDING:  # an interrupted run, now rolled back: the next run has nothing to recover
+            recovery.mark_reverted(manifest_path, record)
+    return RollbackResult(record, actions)
+
+
+def _refuse_rollback(refusals: list[str]) -> NoReturn:
+    for problem in refusals:
+        log.error("rollback.refused", reason=problem)
+    raise RollbackRefused("rollback refused, nothing was changed:\n  " + "\n  ".join(refusals))

@@ -1,6 +1,6 @@
-"""The steps of a backfill run: find what earlier runs proved, prepare every store, reserve a
-timestamp, back up, write the pending manifest, replace, complete; and put everything back when a
-step fails. `commands.run` strings them together."""
+"""`run` and `dry_run`, and their steps: the checks up front, what earlier runs proved, prepare
+every store, reserve a timestamp, back up, write the pending manifest, replace, complete; and put
+everything back when a step fails."""
 
 from __future__ import annotations
 
@@ -13,16 +13,24 @@ from datetime import datetime
 import structlog
 
 from store_migrate import __version__
-from store_migrate.cli.progress import Progress
+from store_migrate.cli.progress import SILENT, Progress
+from store_migrate.commands import recovery
 from store_migrate.commands.backups import EarlyCopies, holds, write_backup
-from store_migrate.commands.prepare import Known, PreparedStore, check_known, prepare, refuse_holes
-from store_migrate.core import manifest, transform, workdir
-from store_migrate.core.config import Settings
-from store_migrate.core.manifest import COMPLETE, PENDING, REVERTED, Clock, Manifest, StoreEntry
+from store_migrate.commands.prepare import (
+    Known,
+    PreparedStore,
+    check_known,
+    prepare,
+    refuse_holes,
+)
+from store_migrate.core import access, manifest, transform, workdir
+from store_migrate.core.config import Settings, check_present
+from store_migrate.core.manifest import COMPLETE, PENDING, REVERTED, Clock, Manifest, StoreEntry, utc_now
 from store_migrate.core.workdir import WorkDir
 from store_migrate.errors import ConcurrentWrite, RunFailed, StoreMigrateError, describe_os_error
 from store_migrate.fs import durable, interrupts, ondisk, workers
-from store_migrate.fs.interrupts import Interrupted
+from store_migrate.fs.interrupts import Interrupted, interruptible, shielded
+from store_migrate.fs.lock import locked
 from store_migrate.logs import timed
 
 log = structlog.get_logger("store_migrate")
@@ -36,23 +44,6 @@ class RunResult:
     stores: list[PreparedStore] = field(default_factory=list)
 
 
-def remove_leftovers(stores: list[ondisk.Located], work_dir: str | None) -> None:
-    """Remove temporary files that a killed run or rollback left beside the stores (we hold their
-    lock, which every writer of those holds) and in the work directory (shared with runs on other
-    stores: only files whose writer is gone)."""
-    removed = [
-        os.path.join(os.path.dirname(found.target), os.path.basename(temp)) for found in stores
-        for temp in durable.remove_leftover_temps(os.path.dirname(found.at), only_for=os.path.basename(found.at),
-                                                  locked=True)
-    ]
-    if work_dir is not None:
-        removed += durable.remove_leftover_temps(os.path.join(work_dir, "manifests"))
-        backups = os.path.join(work_dir, "backups")
-        removed += durable.remove_leftover_temps(backups)  # early copies (backups.py)
-        for stamp in sorted(os.listdir(backups)) if os.path.isdir(backups) else ():
-            removed += durable.remove_leftover_temps(os.path.join(backups, stamp))
-    for path in removed:
-        log.warning("temp.removed", path=path)
 
 
 def known_results(settings: Settings) -> dict[str, Known]:
@@ -221,7 +212,7 @@ def _prepare_in_full(
         def finish(job: int) -> None:
             advance(rest_sizes[job])
             finished.append(job)
-            if early is not None and len(jobs) - len(finished) < 2:  # a core is free
+            if early is not None and len(jobs) - len(finished) < workers.MAX_RUNNING:  # a core is free
                 early.release()
 
         return pool.results(on_done=finish)
@@ -412,3 +403,77 @@ def _fail(record: Manifest, manifest_path: str, replaced: Replaced, exc: Excepti
         f"run failed: {cause}; every store holds its pre-run bytes again",
         hint=f"manifest {manifest_path} is marked reverted; fix the cause and rerun",
     )
+
+
+def run(
+    settings: Settings,
+    *,
+    allow_empty: bool = False,
+    allow_missing: bool = False,
+    strict: bool = False,
+    lock_timeout: float = 30.0,
+    clock: Clock = utc_now,
+    progress: Progress = SILENT,
+) -> RunResult:
+    """Backfill every store: prepare all, back up all, write a pending manifest, replace, complete.
+    Refuses first when no store exists (unless `allow_missing`), a path is unsafe, or this user
+    lacks a permission."""
+    located = _preflight(settings, allow_missing)
+    targets = [found.target for found in located]
+    work = WorkDir(settings.work_dir)
+    with interruptible(), locked(targets, lock_timeout), durable.held(located, create=True) as stores:
+        recovery.remove_leftovers(stores, settings.work_dir)
+        with shielded():
+            for pending in recovery.pending_runs(work, {s.path for s in settings.stores} | set(targets)):
+                recovery.recover(pending, clock)
+        try:
+            with EarlyCopies(work.backups) as early:
+                prepared = prepare_all(settings, stores, allow_empty, strict, known_results(settings), progress,
+                                       early=early)
+                recorded = already_recorded(prepared)
+                if recorded is not None:
+                    log.info("run.already_migrated", manifest=recorded, stores=[p.store for p in prepared])
+                    origin, run_stamp = WorkDir.of_manifest(recorded)
+                    return RunResult(recorded, origin.backup_dir(run_stamp), manifest.load(recorded), prepared)
+                try:
+                    return backup_and_replace(settings, prepared, clock, progress, early)
+                finally:
+                    for p in prepared:
+                        p.discard()
+        except BaseException:
+            with shielded(then_stop=False):  # workers and copies stopped early leave temporary files
+                recovery.remove_leftovers(stores, None)
+                durable.remove_leftover_temps(work.backups, mine=True)
+            raise
+
+
+def dry_run(
+    settings: Settings,
+    *,
+    allow_empty: bool = False,
+    allow_missing: bool = False,
+    strict: bool = False,
+    progress: Progress = SILENT,
+) -> list[PreparedStore]:
+    """Everything a run does but write: each store read, checked, transformed, validated and
+    encoded in memory. Refuses exactly as a run would, permissions included. Leaves no file
+    behind (no backup, manifest or temporary file; the lock is a kernel lock on the directory,
+    not a file)."""
+    with durable.held(_preflight(settings, allow_missing), create=False) as stores:
+        prepared = prepare_all(settings, stores, allow_empty, strict, known_results(settings), progress, write=False)
+    log.info("run.dry", stores=[p.store for p in prepared], would_change=[p.store for p in prepared if p.changed])
+    return prepared
+
+
+def _preflight(settings: Settings, allow_missing: bool) -> list[ondisk.Located]:
+    """What a run and a dry run check before any lock, read or write: where the stores are (and
+    that some exist); that every store path leads safely to a regular file or to nothing, no two
+    stores are one file and none lies in the work directory (ondisk.py); that the parts of the
+    work directory that exist are trusted (workdir.py); and that this user may do everything the
+    run does (access.py). Where each store path leads."""
+    ondisk.require_printable(settings.work_dir, "work directory (WORK_DIR)")
+    check_present(settings, allow_missing=allow_missing)
+    located = ondisk.locate_stores([(s.kind, s.path, s.source) for s in settings.stores], settings.work_dir)
+    WorkDir(settings.work_dir).check()
+    access.check_run(settings)
+    return located

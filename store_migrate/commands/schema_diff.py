@@ -21,7 +21,7 @@ Anything this module does not compare keyword by keyword (`oneOf`, `anyOf`, `all
 sentence saying so: a change is called safe only when it is proven so. The verdict is safe when
 every change is (`changes_safe`).
 
-The property behind "safe" (tests/test_schemadiff.py checks it with hypothesis): every store that
+The property behind "safe" (tests/unit/test_schemadiff.py checks it with hypothesis): every store that
 either release could write (generated from one schema, holding no fields beyond those it names)
 is readable under both schemas, as the project's own validator (validate.py) reads them.
 

@@ -1,4 +1,4 @@
-"""The checks verify makes on one store: checksum, shape, counts, backup, service readability
+"""`verify`, and the checks it makes on one store: checksum, shape, counts, backup, service readability
 (count drops against a baseline: compare.py; nothing lost or changed: additive.py).
 
 Records the service cannot read fail a store unless the operator allows them
@@ -9,20 +9,24 @@ validated to list the first problems. A file this user may not read is a problem
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from store_migrate.commands.prepare import map_store, parse, read_store, validated
-from store_migrate.core import access, transform
-from store_migrate.core.manifest import Manifest, StoreEntry
+from store_migrate.cli.progress import SILENT, Progress
+from store_migrate.commands import compare, recovery
+from store_migrate.commands.prepare import map_store, read_store, validated
+from store_migrate.core import access, manifest, transform
+from store_migrate.core.manifest import REVERTED, Manifest, StoreEntry
 from store_migrate.core.stores import StoreKind, store_kind
+from store_migrate.core.workdir import WorkDir
 from store_migrate.errors import StoreMigrateError
 from store_migrate.fs import ondisk, workers
 from store_migrate.logs import timed
-from store_migrate.readable import duplicates, jsonio, summary, validate
+from store_migrate.readable import duplicates, jsonio, parsing, summary, validate
 
 if TYPE_CHECKING:
     from store_migrate.commands.additive import Additive
@@ -183,7 +187,7 @@ def _check_live(
     canonical: bool, strict: bool, allow_unreadable: bool,
 ) -> None:
     # --strict parses in full anyway: start while a thread hashes the bytes
-    parsed = parse(kind, entry.path, live.data) if live is not None and strict else None
+    one_pass = parsing.one_pass(kind, entry.path, live.data) if live is not None and strict else None
     recorded = entry.validation_problems
     # The recorded verdict may stand (else the store is parsed in full below, to list the problems):
     # the summary is taken while a thread hashes the bytes, and used only if they are the recorded ones.
@@ -200,14 +204,14 @@ def _check_live(
         check.report = validate.Report(entry.store, unreadable=entry.validation_problems or 0)
     elif live is not None:
         data = live.data if isinstance(live.data, bytes) else bytes(live.data)  # a map: parsed from a copy
-        value, typed_ok = parsed or parse(kind, entry.path, data)
+        if not strict:  # else tried above, while a thread hashed the bytes
+            one_pass = parsing.one_pass(kind, entry.path, data)
         try:
-            if not typed_ok:
-                value = jsonio.decode(data)
-        except jsonio.JsonError as exc:
-            where = exc.position(data)
-            check.problems.append(f"does not parse: {exc.reason}" + (f" at {where}" if where else ""))
+            parsed = one_pass or parsing.general(data)
+        except parsing.NotParsed as exc:
+            check.problems.append(str(exc))
         else:
+            value, typed_ok = parsed.tree, parsed.typed
             check.problems.extend(f"shape: {p}" for p in transform.shape_problems(kind, value))
             # This tool writes canonical (indented) bytes; anything else is indented first so the
             # nesting rule sees every level.
@@ -244,3 +248,93 @@ def _backup_problems(entry: StoreEntry) -> tuple[list[str], list[str]]:
     if digest != entry.before_sha256:
         return [_sha_problem(f"backup sha mismatch: {entry.backup_path}", entry.before_sha256, digest)], []
     return [], []
+
+
+def verify(
+    manifest_path: str,
+    *,
+    strict: bool = False,
+    allow_unreadable: bool = False,
+    baseline: str | None = None,
+    max_drop: int = 0,
+    additive: bool = False,
+    progress: Progress = SILENT,
+) -> VerifyResult:
+    """Check every store of a manifest: checksum, shape, counts, its backup, and whether the
+    service can read it: from the verdict the run recorded when the bytes are the recorded ones,
+    else (and always with `strict`) from a full validation; records it cannot read fail the
+    store unless `allow_unreadable`. With `baseline` (another manifest), the comparison of
+    compare.py: a count that dropped by more than `max_drop`, more unreadable records, an
+    incomplete baseline fail. With `additive`, every store must hold every member and value of
+    its backup (additive.py); each backup is then read and hashed once, by its proof, whose hash
+    the backup's check takes. Reports every problem."""
+    record = manifest.load(manifest_path)
+    earlier = None if baseline is None else compare.load(baseline)
+    problems = []
+    if not record.complete:
+        problems.append(
+            f"manifest {manifest_path} is {record.status}: the run that wrote it did not complete"
+            + (" and put every store back" if record.status == REVERTED else "")
+        )
+    work, _ = WorkDir.of_manifest(manifest_path)
+    newer_runs = recovery.pending_runs(work, manifest.covered_paths(record), newer_than=os.path.basename(manifest_path))
+    for newer in newer_runs:
+        problems.append(
+            f"a newer run did not complete: manifest {newer.path} is pending; rerun the backfill (which "
+            "recovers it) or roll it back, then verify the newest manifest"
+        )
+    canonical = record.transform_version is not None
+    located = [ondisk.pinned_or_reason(entry.path, entry.resolved_path, allow_dangling=True) for entry in record.stores]
+    usable = [i for i, found in enumerate(located) if not isinstance(found, str)]
+    # With `additive` each backup is read and hashed by its proof, not by the check as well
+    jobs: list[tuple[Any, ...]] = [("verify", record.stores[i], located[i], canonical, strict, allow_unreadable,
+                                    not additive) for i in usable]
+    sizes = [ondisk.size_of(record.stores[i].path) for i in usable]
+    if additive:  # jobs of their own: the biggest store's proof runs beside the other stores' checks
+        from . import additive as proofs  # imported before the workers fork; plain verify needs none of it
+
+        jobs += [("additive", *job[1:3]) for job in jobs]
+        sizes += [size + ondisk.size_of(record.stores[i].backup_path or "") for i, size in zip(usable, sizes,
+                                                                                                strict=True)]
+    with workers.forked(_verify_job, jobs, sizes) as pool, \
+            progress.task(f"verifying {len(usable)} store(s)", sum(sizes)) as advance:  # forked first: no thread yet
+        outcomes = pool.results(on_done=lambda i: advance(sizes[i]))
+    done = dict(zip(usable, outcomes, strict=False))
+    proven = dict(zip(usable, outcomes[len(usable):], strict=False))
+    checks: list[StoreCheck] = []
+    for i, (entry, found) in enumerate(zip(record.stores, located, strict=True)):
+        outcome = StoreCheck(entry.store, entry.path, problems=[found]) if isinstance(found, str) else done[i]
+        proof = proven.get(i)
+        for result in (outcome, proof):
+            if isinstance(result, BaseException):
+                raise result
+        # (a proof is there only with `additive`, which imported `proofs`)
+        assert isinstance(outcome, StoreCheck) and (proof is None or isinstance(proof, proofs.Additive))
+        if proof is not None:
+            outcome.additive = proof
+            settle_backup(outcome, entry, proof.backup_sha256)
+        checks.append(outcome)
+    comparison = None
+    if earlier is not None:
+        assert baseline is not None
+        comparison = compare.compare(earlier, record, baseline, manifest_path, max_drop=max_drop)
+        by_store = {check.store: check for check in checks}
+        for finding in comparison.findings:
+            if finding.kind == "incomplete" and finding.side == "b":
+                continue  # said above
+            if finding.store in by_store:
+                by_store[finding.store].problems.append(finding.message)
+            else:
+                problems.append(finding.message if finding.store is None else f"[{finding.store}] {finding.message}")
+    return VerifyResult(record, problems, checks, strict, allow_unreadable, additive, comparison)
+
+
+def _verify_job(what: str, entry: StoreEntry, located: ondisk.Located, *check: bool) -> StoreCheck | Additive:
+    """One store's check (`check`: canonical, strict, allow_unreadable, with its backup) or its
+    additive proof."""
+    if what == "additive":
+        from .additive import check as prove_additive  # imported already (verify)
+
+        return prove_additive(entry, located.target)
+    canonical, strict, allow_unreadable, backup = check
+    return verify_store(entry, located.target, canonical, strict, allow_unreadable, backup=backup)

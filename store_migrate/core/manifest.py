@@ -258,3 +258,8 @@ def _check_backup_path(manifest_path: str, store: str, backup_path: str, before_
             f"{work.backup_dir(run_stamp)} under the name the run gives it; "
             "a manifest must stay in $WORK_DIR/manifests beside its run's backups",
         )
+
+
+def covered_paths(record: Manifest) -> set[str]:
+    """Every path a manifest's stores go by: the store paths and where they led (resolved_path)."""
+    return {e.path for e in record.stores} | {e.resolved_path for e in record.stores if e.resolved_path}

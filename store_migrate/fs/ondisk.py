@@ -213,6 +213,14 @@ def pinned(path: str, resolved: str | None, what: str, *, allow_dangling: bool =
     return found
 
 
+def pinned_or_reason(path: str, resolved: str | None, *, allow_dangling: bool) -> Located | str:
+    """`pinned`, or the reason it may not be followed (for a command that reports every store)."""
+    try:
+        return pinned(path, resolved, "store path", allow_dangling=allow_dangling)
+    except UnsafeStorePath as exc:
+        return exc.message
+
+
 def _inside(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 

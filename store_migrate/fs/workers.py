@@ -33,6 +33,12 @@ from store_migrate.errors import StoreMigrateError
 PARALLEL_BYTES = 16 * 2**20
 """Below this many bytes of stores in all, everything runs in this process."""
 
+MAX_RUNNING = 2
+"""Workers running at once, however many cores: there are three stores and the biggest is the
+critical path, so a third worker could only shorten the smaller ones, and it would compete with
+the backup copies this process makes on a free core meanwhile (backups.EarlyCopies). Measured on
+the 2-core machines the bench runs on (PERFORMANCE.md); raise it only with a bench showing a gain."""
+
 _in_worker = False
 _kept: list[Any] = []
 _exiting: list[int] = []
@@ -111,7 +117,7 @@ class Pool(Generic[Result]):
     def __init__(self, work: Callable[..., Result], jobs: Sequence[tuple[Any, ...]], sizes: Sequence[int]) -> None:
         self._work, self._jobs = work, list(jobs)
         self._order = sorted(range(len(jobs)), key=lambda i: -sizes[i])
-        self._cores = min(len(jobs), os.cpu_count() or 1, 2)
+        self._cores = min(len(jobs), os.cpu_count() or 1, MAX_RUNNING)
         self._children: dict[int, _Child] = {}
         if forks(sizes):
             _collect(block=True)

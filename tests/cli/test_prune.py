@@ -11,7 +11,7 @@ import pytest
 from conftest import STORE_FILES, STORE_VARS, Stores, load_json
 from conftest import sha256 as sha256_of
 
-from store_migrate.commands import entry as commands
+from store_migrate.commands import run as cmd_run
 from store_migrate.core import config
 from store_migrate.fs import lock
 
@@ -34,7 +34,7 @@ def runs(stores: Stores, count: int, change: tuple[str, ...] = tuple(STORE_FILES
         if n:
             for kind in change:
                 stores.paths[kind].write_text(json.dumps({"written_by_the_service": n}))
-        made.append(Path(commands.run(settings, clock=clock).manifest_path))
+        made.append(Path(cmd_run.run(settings, clock=clock).manifest_path))
     return made
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from conftest import RUN, VERIFY, Stores, load_json, log_events
 
-from store_migrate.commands import entry as commands
 from store_migrate.commands import verify as verification
 from store_migrate.fs import workers
+from store_migrate.readable import parsing
 
 
 @pytest.fixture
@@ -142,12 +142,12 @@ def test_verify_in_worker_processes_maps_the_stores_and_parses_only_changed_byte
         return called
 
     monkeypatch.setattr(verification, "map_store", spy("map", verification.map_store))
-    monkeypatch.setattr(verification, "parse", spy("parse", verification.parse))
+    monkeypatch.setattr(parsing, "one_pass", spy("parse", parsing.one_pass))
     monkeypatch.setattr(workers, "PARALLEL_BYTES", 1)  # the sample stores go to workers too
 
-    def verified() -> tuple[commands.VerifyResult, list[str]]:
+    def verified() -> tuple[verification.VerifyResult, list[str]]:
         calls.unlink(missing_ok=True)
-        result = commands.verify(str(migrated))
+        result = verification.verify(str(migrated))
         return result, sorted(calls.read_text().splitlines())
 
     result, seen = verified()

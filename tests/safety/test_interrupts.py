@@ -14,7 +14,7 @@ import pytest
 from conftest import ROLLBACK, RUN, VERIFY, Stores, load_json, log_events
 from test_safety import big_stores, copy_big, spawn_run, temp_files  # noqa: F401 (big_stores is a fixture)
 
-from store_migrate.commands import entry as commands
+from store_migrate.commands import run as cmd_run
 from store_migrate.core import config
 from store_migrate.core.manifest import COMPLETE, PENDING, REVERTED
 from store_migrate.fs import durable
@@ -69,7 +69,7 @@ def test_a_signal_between_two_replacements_puts_the_first_back(stores: Stores, m
     monkeypatch.setattr(durable, "rename", rename_then_signal)
     settings = config.resolve(environ=stores.environ, cwd=str(stores.root))
     with pytest.raises(Interrupted) as stopped:
-        commands.run(settings)
+        cmd_run.run(settings)
     assert stopped.value.exit_code == 143 and "put back" in stopped.value.message
     assert stores.hashes() == pre
     assert load_json(stores.newest_manifest())["status"] == REVERTED

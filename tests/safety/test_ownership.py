@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import RUN, Stores
 
-from store_migrate.commands import entry as commands
+from store_migrate.commands import run as cmd_run
 from store_migrate.core import config
 from store_migrate.errors import StoreMigrateError
 from store_migrate.fs import durable
@@ -80,7 +80,7 @@ def test_a_failed_runs_put_back_keeps_the_owner(stores: Stores, monkeypatch: pyt
     monkeypatch.setattr(durable, "rename", fail_third)
     pre = stores.hashes()
     with pytest.raises(StoreMigrateError, match="every store holds its pre-run bytes again"):
-        commands.run(settings)
+        cmd_run.run(settings)
     assert stores.hashes() == pre
     for path in stores.paths.values():
         assert owned(path) == (SERVICE, SERVICE, 0o640), path

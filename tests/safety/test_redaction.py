@@ -30,7 +30,10 @@ from hypothesis import strategies as st
 from test_validate import resolve, schema, valid
 
 from store_migrate.cli import report
-from store_migrate.commands import entry as commands
+from store_migrate.commands import check as cmd_check
+from store_migrate.commands import rollback as cmd_rollback
+from store_migrate.commands import run as cmd_run
+from store_migrate.commands import verify as cmd_verify
 from store_migrate.core import config, redact
 from store_migrate.core.stores import KIND_ORDER, store_kind
 from store_migrate.errors import StoreMigrateError
@@ -284,24 +287,24 @@ def test_library_calls_at_debug_level_show_no_store_content(
             call()
         texts.append(f"{error.value.message} {error.value.hint}")
 
-    dry = commands.dry_run(settings)
+    dry = cmd_run.dry_run(settings)
     texts += [f"{p.pointer} {p.message}" for d in dry for p in d.report.problems]
-    refused(lambda: commands.run(settings, strict=True))
-    result = commands.run(settings)
+    refused(lambda: cmd_run.run(settings, strict=True))
+    result = cmd_run.run(settings)
     manifest = result.manifest_path
-    checked = commands.verify(manifest, strict=True)
+    checked = cmd_verify.verify(manifest, strict=True)
     texts.append(report.markdown(report.verify_evidence(checked, manifest)))
     texts.append(json.dumps(report.verify_evidence(checked, manifest), ensure_ascii=False))
     texts += [f"{p.pointer} {p.message}" for kind in KIND_ORDER
-              for c in commands.check(kind, [str(stores.paths[kind])], limit=100000) for p in c.report.problems]
+              for c in cmd_check.check(kind, [str(stores.paths[kind])], limit=100000) for p in c.report.problems]
     stores.write("auth", REFUSED["lone surrogate"])
     stores.write("domain", REFUSED["invalid UTF-8"])
-    checked = commands.verify(manifest, strict=True)
+    checked = cmd_verify.verify(manifest, strict=True)
     texts.append(report.markdown(report.verify_evidence(checked, manifest)))
-    refused(lambda: commands.rollback(manifest))
-    texts.append(report.markdown(report.rollback_evidence(commands.rollback(manifest, force=True), manifest)))
+    refused(lambda: cmd_rollback.rollback(manifest))
+    texts.append(report.markdown(report.rollback_evidence(cmd_rollback.rollback(manifest, force=True), manifest)))
     stores.write("auth", REFUSED["wrong container"])
-    refused(lambda: commands.dry_run(settings))
+    refused(lambda: cmd_run.dry_run(settings))
     assert '"level": "debug"' in debug_logs.getvalue() and '"store.general_path"' in debug_logs.getvalue()
     assert_no_leak(debug_logs.getvalue(), *texts, written(stores))
 

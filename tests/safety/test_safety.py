@@ -24,7 +24,8 @@ import pytest
 from conftest import BIN, EXAMPLES, PROJECT, RUN, STORE_FILES, Stores, load_json, log_events, sha256
 
 from store_migrate.commands import backups
-from store_migrate.commands import entry as commands
+from store_migrate.commands import rollback as cmd_rollback
+from store_migrate.commands import run as cmd_run
 from store_migrate.core import config
 from store_migrate.core.manifest import COMPLETE, PENDING, REVERTED
 from store_migrate.errors import ConcurrentWrite, StoreMigrateError
@@ -109,7 +110,7 @@ def fresh(stores: Stores) -> None:
 def post_run_hashes(stores: Stores, clock: FakeClock) -> tuple[dict[str, str | None], dict[str, str | None], int]:
     fresh(stores)
     pre = stores.hashes()
-    commands.run(settings_for(stores), clock=clock)
+    cmd_run.run(settings_for(stores), clock=clock)
     return pre, stores.hashes(), 0
 
 
@@ -118,7 +119,7 @@ def test_fault_injection_during_run_never_loses_data(stores: Stores, faults: Fau
     pre, post, _ = post_run_hashes(stores, clock)
     fresh(stores)
     faults.arm(None)
-    commands.run(settings_for(stores), clock=clock)
+    cmd_run.run(settings_for(stores), clock=clock)
     total = faults.calls
     assert total >= 25, "the run performs the writes, fsyncs, links and renames it should"
     for code in (errno.EIO, errno.ENOSPC):
@@ -126,7 +127,7 @@ def test_fault_injection_during_run_never_loses_data(stores: Stores, faults: Fau
             fresh(stores)
             faults.arm(n, code)
             with pytest.raises((StoreMigrateError, OSError)):
-                commands.run(settings_for(stores), clock=clock)
+                cmd_run.run(settings_for(stores), clock=clock)
             faults.arm(None)
             where = f"{os.strerror(code)} at call {n} ({faults.failed_operation})"
             assert_each_store_is_pre_or_post(stores, pre, post)
@@ -139,11 +140,11 @@ def test_fault_injection_during_run_never_loses_data(stores: Stores, faults: Fau
                     assert stores.hashes() == pre, where
                 if status == COMPLETE:  # only the fsync after the manifest's final rename failed
                     assert stores.hashes() == post, where
-                commands.rollback(str(manifests[-1]))
+                cmd_rollback.rollback(str(manifests[-1]))
                 assert stores.hashes() == pre, where
-            rerun = commands.run(settings_for(stores), clock=clock)
+            rerun = cmd_run.run(settings_for(stores), clock=clock)
             assert stores.hashes() == post and rerun.manifest.status == COMPLETE, where
-            commands.rollback(rerun.manifest_path)
+            cmd_rollback.rollback(rerun.manifest_path)
             assert stores.hashes() == pre, where
 
 
@@ -151,22 +152,22 @@ def test_fault_injection_during_rollback_never_loses_data(stores: Stores, faults
     clock = FakeClock()
     pre, post, _ = post_run_hashes(stores, clock)
     fresh(stores)
-    result = commands.run(settings_for(stores), clock=clock)
+    result = cmd_run.run(settings_for(stores), clock=clock)
     faults.arm(None)
-    commands.rollback(result.manifest_path)
+    cmd_rollback.rollback(result.manifest_path)
     total = faults.calls
     assert total >= 8
     for code in (errno.EIO, errno.ENOSPC):
         for n in range(1, total + 1):
             fresh(stores)
-            result = commands.run(settings_for(stores), clock=clock)
+            result = cmd_run.run(settings_for(stores), clock=clock)
             faults.arm(n, code)
             with pytest.raises((StoreMigrateError, OSError)):
-                commands.rollback(result.manifest_path)
+                cmd_rollback.rollback(result.manifest_path)
             faults.arm(None)
             assert_each_store_is_pre_or_post(stores, pre, post)
             assert temp_files(stores.root) == []
-            commands.rollback(result.manifest_path)
+            cmd_rollback.rollback(result.manifest_path)
             assert stores.hashes() == pre
 
 
@@ -266,7 +267,7 @@ def test_a_store_written_between_read_and_replace_stops_the_run(stores: Stores, 
 
     monkeypatch.setattr(durable, "create_new", backup_then_service_writes)
     with pytest.raises(ConcurrentWrite) as stopped:
-        commands.run(settings_for(stores), clock=FakeClock())
+        cmd_run.run(settings_for(stores), clock=FakeClock())
     assert "changed on disk while the run worked" in str(stopped.value)
     assert "were put back" in str(stopped.value)
     assert stores.paths["domain"].read_bytes() == service_bytes, "the newer data is kept"
@@ -296,7 +297,7 @@ def test_a_live_writer_thread_stops_the_run_and_nothing_is_lost(stores: Stores, 
     try:
         time.sleep(0.05)
         with pytest.raises(ConcurrentWrite):
-            commands.run(settings_for(stores), clock=FakeClock())
+            cmd_run.run(settings_for(stores), clock=FakeClock())
     finally:
         stop.set()
         writer.join()
@@ -429,7 +430,7 @@ def test_a_store_written_between_its_early_copy_and_its_read_stops_the_run(
 
     monkeypatch.setattr(backups.EarlyCopies, "start", copy_then_service_writes)
     with pytest.raises(ConcurrentWrite) as stopped:
-        commands.run(settings_for(stores), clock=FakeClock())
+        cmd_run.run(settings_for(stores), clock=FakeClock())
     assert "changed on disk while the run worked" in str(stopped.value)
     assert stores.paths["domain"].read_bytes() == service_bytes, "the newer data is kept"
     assert stores.hashes()["auth"] == pre["auth"] and stores.hashes()["codex_threads"] == pre["codex_threads"]

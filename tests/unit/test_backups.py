@@ -17,7 +17,7 @@ from conftest import EXAMPLES, STORE_FILES, Stores
 # isort: off
 from store_migrate.commands import run as backfill
 from store_migrate.commands import backups
-from store_migrate.commands import entry as commands
+from store_migrate.commands import run as cmd_run
 from store_migrate.core import config
 from store_migrate import errors
 from store_migrate.commands import prepare
@@ -199,7 +199,7 @@ def _migrated_twice(stores: Stores) -> tuple[prepare.PreparedStore, str]:
     is that run's entry. Returns it and the new run's backup directory."""
     stores.write_samples()
     settings = config.resolve(stores.environ, cwd=str(stores.root))
-    commands.run(settings)
+    cmd_run.run(settings)
     known = backfill.known_results(settings)
     path = str(stores.paths["auth"])
     prepared = prepare.check_known("auth", path, path, known[path])

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_duplicates import Obj, Writer
 
-from store_migrate.commands import entry as commands
+from store_migrate.commands import run as cmd_run
 from store_migrate.core import config, transform
 from store_migrate.core.stores import store_kind
 from store_migrate.core.transform import by_value
@@ -149,7 +149,7 @@ def test_a_run_refuses_with_nothing_written_or_its_output_holds_every_member_and
             handle.write(text)
         environ = {STORE_VARS[kind]: path for kind, path in paths.items()} | {"WORK_DIR": os.path.join(tmp, "work")}
         try:
-            commands.run(config.resolve(environ=environ, cwd=tmp), clock=lambda: datetime(2026, 1, 2, tzinfo=UTC))
+            cmd_run.run(config.resolve(environ=environ, cwd=tmp), clock=lambda: datetime(2026, 1, 2, tzinfo=UTC))
         except StoreRefused:
             with open(paths["domain"], "rb") as handle:
                 assert handle.read() == text

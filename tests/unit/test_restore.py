@@ -15,7 +15,7 @@ from conftest import Stores
 
 # One line per module: the modules are moving into packages, and a script rewrites these lines.
 # isort: off
-from store_migrate.commands import entry as commands
+from store_migrate.commands import run as cmd_run
 from store_migrate.core import config
 from store_migrate import errors
 from store_migrate.core import manifest
@@ -56,7 +56,7 @@ def migrated(stores: Stores) -> Migrated:
     stores.write_samples()
     stores.paths["domain"].unlink()
     originals = {kind: stores.paths[kind].read_bytes() for kind in ("auth", "codex_threads")}
-    commands.run(config.resolve(stores.environ, cwd=str(stores.root)))  # what the run wrapper calls
+    cmd_run.run(config.resolve(stores.environ, cwd=str(stores.root)))  # what the run wrapper calls
     path = stores.newest_manifest()
     record = manifest.load(str(path), changes=True)
     assert [(e.store, e.existed, e.changed) for e in record.stores] == [

@@ -16,7 +16,8 @@ import pytest
 from conftest import PROJECT, STORE_FILES, Stores
 
 from store_migrate.cli import progress
-from store_migrate.commands import entry as commands
+from store_migrate.commands import run as cmd_run
+from store_migrate.commands import verify as cmd_verify
 from store_migrate.core import config
 from store_migrate.fs import ondisk, workers
 
@@ -115,11 +116,11 @@ def test_no_fork_while_another_thread_is_alive(stores: Stores, forking_stores: P
         shutil.copyfile(forking_stores / name, stores.paths[kind])
     settings = config.resolve(environ=stores.environ, cwd=str(stores.root))
     bars = progress.bars()  # a progress display draws from a thread
-    result = commands.run(settings, progress=bars)
+    result = cmd_run.run(settings, progress=bars)
     assert len(fork_watch) == 3, "each store went to a worker of its own"
-    verified = commands.verify(result.manifest_path, progress=bars)
+    verified = cmd_verify.verify(result.manifest_path, progress=bars)
     assert verified.ok
-    commands.verify(result.manifest_path, strict=True, progress=bars)
+    cmd_verify.verify(result.manifest_path, strict=True, progress=bars)
     assert len(fork_watch) == 9
     assert fork_watch == [[]] * 9, f"threads alive at a fork: {fork_watch}"
 
