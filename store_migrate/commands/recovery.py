@@ -47,9 +47,7 @@ def pending_runs(work: WorkDir, paths: set[str], *, newer_than: str | None = Non
     oldest first; only those sorting after the manifest file name `newer_than`, when given.
     A manifest that cannot be read is skipped (and logged): it cannot describe a run of ours."""
     found = []
-    for path, record in manifest.each_in(work.manifests):
-        if newer_than is not None and os.path.basename(path) <= newer_than:
-            continue
+    for path, record in manifest.each_in(work.manifests, after=newer_than):  # verify: not its own or older ones
         if record.status == PENDING and _covers(record, paths):
             found.append(Pending(path, record))
     return found

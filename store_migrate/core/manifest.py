@@ -122,14 +122,17 @@ def _short(error: ValidationError) -> str:
     return f"fails the schema's {error.validator!r} rule ({error.validator_value!r})"
 
 
-def each_in(directory: str, *, newest_first: bool = False) -> Iterator[tuple[str, Manifest]]:
+def each_in(
+    directory: str, *, newest_first: bool = False, after: str | None = None
+) -> Iterator[tuple[str, Manifest]]:
     """Every readable manifest in a work directory's `manifests/` named as runs name them, with
-    its path, oldest first (or newest first). One that cannot be read is logged and passed over:
-    it cannot describe a run of ours."""
+    its path, oldest first (or newest first); only those whose file name sorts after `after`,
+    when given (the others are not even read). One that cannot be read is logged and passed
+    over: it cannot describe a run of ours."""
     if not os.path.isdir(directory):
         return
     for name in sorted(os.listdir(directory), reverse=newest_first):
-        if not workdir.MANIFEST_NAME.fullmatch(name):
+        if not workdir.MANIFEST_NAME.fullmatch(name) or (after is not None and name <= after):
             continue
         path = os.path.join(directory, name)
         try:

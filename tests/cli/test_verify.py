@@ -167,3 +167,16 @@ def test_verify_in_worker_processes_maps_the_stores_and_parses_only_changed_byte
         "domain"]
     assert problems["codex_threads"][0].startswith("sha mismatch")
     assert "does not parse: nesting too deep to parse" in problems["codex_threads"]
+
+
+def test_verify_reads_no_manifest_older_than_its_own(stores: Stores, migrated: Path) -> None:
+    """Only a newer pending run stops verify (test_interrupts.py); older manifests are not even
+    read, however many the work directory holds: one that cannot be read says nothing."""
+    older = migrated.with_name("20000101T000000Z.json")
+    older.write_text("{ not a manifest")
+    done = stores.call(VERIFY, str(migrated), check=0)
+    assert [e for e in log_events(done.stderr) if e["event"] == "manifest.skipped"] == []
+    newer = migrated.with_name("29991231T235959Z.json")
+    newer.write_text("{ not a manifest")
+    done = stores.call(VERIFY, str(migrated), check=0)
+    assert [e["path"] for e in log_events(done.stderr) if e["event"] == "manifest.skipped"] == [str(newer)]
