@@ -1,38 +1,21 @@
-"""Progress of long work, for people at a terminal.
+"""Progress of long work, for people at a terminal: the bars behind core/progress.py's `Progress`.
 
-The library reports phases and bytes through a `Progress`; it never draws anything itself. The
-CLI passes `bars()` when stderr is a terminal and --quiet is not given, and the silent default
-otherwise, so pipelines get no progress output at all. Work on small stores (under a few
+The CLI passes `bars()` when stderr is a terminal and --quiet is not given, and the silent
+default otherwise, so pipelines get no progress output at all. Work on small stores (under a few
 megabytes) is not shown: it is over before a bar would help.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
 
-Advance = Callable[[int], None]
+from store_migrate.core.progress import SILENT, Advance, Progress, nothing
+
+__all__ = ["SILENT", "Bars", "Progress", "bars"]
+
 SHOWN_FROM_BYTES = 4 * 2**20
-
-
-class Progress(Protocol):
-    def task(self, description: str, total_bytes: int) -> Any:
-        """A context manager yielding `advance(n)`: n more bytes of `total_bytes` are done."""
-
-
-class Silent:
-    @contextmanager
-    def task(self, description: str, total_bytes: int) -> Iterator[Advance]:
-        yield _nothing
-
-
-def _nothing(_: int) -> None:
-    return None
-
-
-SILENT = Silent()
 
 
 class Bars:
@@ -57,7 +40,7 @@ class Bars:
     @contextmanager
     def task(self, description: str, total_bytes: int) -> Iterator[Advance]:
         if total_bytes < SHOWN_FROM_BYTES:
-            yield _nothing
+            yield nothing
             return
         # Redrawn by a thread of our own, joined when the task ends (rich's own refresh thread
         # outlives its display for a moment, and the run must not fork while a thread runs).

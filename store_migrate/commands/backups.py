@@ -21,10 +21,10 @@ from types import TracebackType
 
 import structlog
 
-from store_migrate.cli.progress import Advance
 from store_migrate.commands.prepare import PreparedStore
 from store_migrate.core import workdir
 from store_migrate.core.manifest import StoreEntry
+from store_migrate.core.progress import Advance
 from store_migrate.errors import ConcurrentWrite, RunFailed, describe_os_error
 from store_migrate.fs import durable, ondisk
 from store_migrate.logs import timed

@@ -9,11 +9,11 @@ from typing import NoReturn
 
 import structlog
 
-from store_migrate.cli.progress import SILENT, Progress
 from store_migrate.commands import recovery
 from store_migrate.commands.prepare import read_store
 from store_migrate.core import manifest, workdir
 from store_migrate.core.manifest import PENDING, Clock, Manifest, StoreEntry, utc_now
+from store_migrate.core.progress import SILENT, Progress
 from store_migrate.core.workdir import WorkDir
 from store_migrate.errors import ConcurrentWrite, RollbackRefused
 from store_migrate.fs import durable, ondisk, workers

@@ -13,7 +13,6 @@ from datetime import datetime
 import structlog
 
 from store_migrate import __version__
-from store_migrate.cli.progress import SILENT, Progress
 from store_migrate.commands import recovery
 from store_migrate.commands.backups import EarlyCopies, holds, write_backup
 from store_migrate.commands.prepare import (
@@ -26,6 +25,7 @@ from store_migrate.commands.prepare import (
 from store_migrate.core import access, manifest, transform, workdir
 from store_migrate.core.config import Settings, check_present
 from store_migrate.core.manifest import COMPLETE, PENDING, REVERTED, Clock, Manifest, StoreEntry, utc_now
+from store_migrate.core.progress import SILENT, Progress
 from store_migrate.core.workdir import WorkDir
 from store_migrate.errors import ConcurrentWrite, RunFailed, StoreMigrateError, describe_os_error
 from store_migrate.fs import durable, interrupts, ondisk, workers

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from store_migrate.cli.progress import SILENT, Progress
 from store_migrate.commands import compare, recovery
 from store_migrate.commands.prepare import map_store, read_store, validated
 from store_migrate.core import access, manifest, transform
 from store_migrate.core.manifest import REVERTED, Manifest, StoreEntry
+from store_migrate.core.progress import SILENT, Progress
 from store_migrate.core.stores import StoreKind, store_kind
 from store_migrate.core.workdir import WorkDir
 from store_migrate.errors import StoreMigrateError

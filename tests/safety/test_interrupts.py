@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROLLBACK, RUN, VERIFY, Stores, load_json, log_events
-from test_safety import big_stores, copy_big, spawn_run, temp_files  # noqa: F401 (big_stores is a fixture)
+from test_safety import big_stores, copy_big, spawn_run, temp_files, timed_clean_run  # noqa: F401 (big_stores is a fixture)
 
 from store_migrate.commands import run as cmd_run
 from store_migrate.core import config
@@ -22,12 +22,7 @@ from store_migrate.fs.interrupts import Interrupted
 
 
 def test_signals_at_moments_spread_over_a_run_leave_all_or_nothing(stores: Stores, big_stores: Path) -> None:  # noqa: F811
-    copy_big(big_stores, stores)
-    pre = stores.hashes()
-    started = time.monotonic()
-    assert spawn_run(stores).wait() == 0
-    duration = time.monotonic() - started
-    post = stores.hashes()
+    pre, post, duration = timed_clean_run(stores, big_stores)
     outcomes = []
     for i in range(1, 15):
         copy_big(big_stores, stores)

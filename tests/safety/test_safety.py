@@ -194,13 +194,19 @@ def spawn_run(stores: Stores, *extra: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_sigkill_at_many_moments_never_loses_data(stores: Stores, big_stores: Path) -> None:
+def timed_clean_run(stores: Stores, big_stores: Path) -> tuple[dict[str, str | None], dict[str, str | None], float]:
+    """The big stores copied in and one undisturbed run: the hashes before and after, and how long
+    it took (the moments to interrupt later runs at are spread over it)."""
     copy_big(big_stores, stores)
     pre = stores.hashes()
     started = time.monotonic()
     assert spawn_run(stores).wait() == 0
     duration = time.monotonic() - started
-    post = stores.hashes()
+    return pre, stores.hashes(), duration
+
+
+def test_sigkill_at_many_moments_never_loses_data(stores: Stores, big_stores: Path) -> None:
+    pre, post, duration = timed_clean_run(stores, big_stores)
     moments = [duration * i / 10 for i in range(1, 16)]  # up to 1.5x: some kills land after the end
     outcomes = []
     for moment in moments:
