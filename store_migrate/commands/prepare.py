@@ -138,12 +138,15 @@ def _refuse(before: ondisk.FileState | None, store: str, path: str, reason: str,
     return StoreRefused(path, reason, position=position)
 
 
+HOLES = "the file has holes (ranges that read as NUL bytes), so it is not JSON"
+"""Why a sparse store is refused before anything copies, reads or parses it (ondisk.first_hole)."""
+
+
 def refuse_holes(store: str, path: str, at: str) -> None:
     """Refuse a sparse store before anything copies or parses it (ondisk.first_hole)."""
     hole = ondisk.first_hole(at)
     if hole is not None:
-        raise _refuse(None, store, path, "the file has holes (ranges that read as NUL bytes), so it is not JSON",
-                      f"byte {hole}")
+        raise _refuse(None, store, path, HOLES, f"byte {hole}")
 
 
 def prepare(

@@ -338,6 +338,18 @@ def test_a_sparse_store_is_refused_before_it_is_copied_or_read(stores: Stores, c
     assert [p.name for p in stores.paths["auth"].parent.iterdir() if ".store-migrate-tmp-" in p.name] == []
 
 
+def test_check_names_a_sparse_file_without_reading_it(stores: Stores) -> None:
+    """`check` read a file whole into memory: a 64 GB sparse one could not be read back at all."""
+    sparse = stores.paths["codex_threads"]
+    with open(sparse, "wb") as store:
+        store.truncate(64 << 30)
+    started = time.monotonic()
+    done = stores.call("store-migrate", "check", "--kind", "codex_threads", str(sparse))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"not readable: {sparse} (codex_threads): the file has holes" in done.stdout
+    assert time.monotonic() - started < 30
+
+
 def test_a_store_inside_the_work_directory_is_refused(stores: Stores) -> None:
     manifest = migrated(stores)
     inside = stores.work / "manifests" / "29990101T000000Z.json"
