@@ -1,10 +1,13 @@
-"""The Typer apps: `store-migrate` (run, verify, rollback, check, prune) and the three drop-in
-entry points.
+"""The Typer apps: `store-migrate` (run, verify, rollback, check, prune, compare, schema-diff,
+wrappers) and the three drop-in entry points.
 
-This layer parses options, configures logging, calls one function of `commands`, prints the
-drop-in stdout lines and turns errors into exit codes: 0 success, 1 the operation failed or was
-refused, 2 the command line was wrong. Nothing else happens here. Heavy modules are imported
-inside the commands, so `--help` stays fast.
+This layer parses options, configures logging, calls one command (store_migrate.commands), prints
+the drop-in stdout lines and turns errors into exit codes: 0 success, the error's exit_code
+otherwise (1 failed or refused, 2 a wrong command line, 128 + N a signal). Two things happen here
+before any import, because they must: the cyclic garbage collector is turned off for the whole
+short-lived process (below: why), and a first signal handler stops the process cleanly until a
+command takes the signals over. Heavy modules are imported inside the commands, so `--help`
+stays fast.
 """
 
 from __future__ import annotations
